@@ -1,0 +1,55 @@
+"""What every command line shares: error reporting and loading the task/criterion plug-ins."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from roberta.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], None], prog: str,
+            argv: Sequence[str] | None = None) -> None:
+    """Run `main`, turning a UserError into one line on stderr and exit status 1."""
+    try:
+        main(argv)
+    except UserError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+def import_user_modules(user_dir: str | None = None) -> None:
+    """Fill the registries: the built-in `tasks`/`criterions` packages, then `--user-dir`.
+
+    `roberta` itself never imports these at import time, so a foreign package called
+    `tasks` is caught here with a clear message instead of shadowing ours silently.
+    """
+    for package in ("tasks", "criterions"):
+        module = importlib.import_module(package)
+        if not getattr(module, "ROBERTA_PLUGIN_PACKAGE", False):
+            raise UserError(f"the installed package '{package}' ({module.__file__}) is not this "
+                            f"toolkit's; reinstall with `pip install -e .` or fix PYTHONPATH")
+    if user_dir:
+        _import_user_dir(Path(user_dir))
+
+
+def _import_user_dir(path: Path) -> None:
+    if not (path / "__init__.py").is_file():
+        raise UserError(f"--user-dir {path}: not a Python package (no __init__.py)")
+    module_name = path.resolve().name
+    if module_name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(module_name, path / "__init__.py",
+                                                  submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    logger.info("loaded user modules from %s", path)
