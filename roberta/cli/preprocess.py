@@ -1,0 +1,188 @@
+"""roberta-preprocess: binarize text into fairseq's mmap format (`fairseq-preprocess --only-source`).
+
+Each line of an input file becomes one sequence of dictionary indices ending in `</s>`.
+Writes `dict.txt`, `preprocess.log` and `<split>.bin`/`.idx` into `--destdir`, where a
+comma-separated `--validpref a,b` gives the splits `valid` and `valid1` (likewise `--testpref`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from roberta.cli.common import run_cli
+from roberta.data.dictionary import Dictionary, build_dictionary, find_line_offsets, iter_lines
+from roberta.data.indexed_dataset import MMapIndexedDatasetBuilder, best_fitting_dtype
+from roberta.errors import UserError
+
+logger = logging.getLogger("roberta.preprocess")
+
+LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roberta-preprocess", description=__doc__.split("\n")[0])
+    parser.add_argument("--only-source", action="store_true",
+                        help="binarize source text only (always the case here; accepted so "
+                             "fairseq command lines run unchanged)")
+    parser.add_argument("--trainpref", metavar="FP", help="train file (also builds the dictionary "
+                                                          "when --srcdict is not given)")
+    parser.add_argument("--validpref", metavar="FP",
+                        help="comma-separated valid files -> splits valid, valid1, ...")
+    parser.add_argument("--testpref", metavar="FP",
+                        help="comma-separated test files -> splits test, test1, ...")
+    parser.add_argument("--destdir", metavar="DIR", default="data-bin", help="output folder")
+    parser.add_argument("--srcdict", metavar="FP", help="reuse this dict.txt instead of building one")
+    parser.add_argument("--thresholdsrc", metavar="N", type=int, default=0,
+                        help="when building the dictionary, map words seen fewer than N times "
+                             "to <unk>")
+    parser.add_argument("--nwordssrc", metavar="N", type=int, default=-1,
+                        help="when building the dictionary, keep only the N most frequent "
+                             "symbols (-1: all)")
+    parser.add_argument("--padding-factor", metavar="N", type=int, default=8,
+                        help="pad a built dictionary to a multiple of N entries")
+    parser.add_argument("--workers", metavar="N", type=int, default=1,
+                        help="number of parallel processes")
+    parser.add_argument("--dataset-impl", metavar="FORMAT", default="mmap",
+                        help="output format; only 'mmap' (fairseq's default) is supported")
+    parser.add_argument("--dict-only", action="store_true",
+                        help="only build and save dict.txt, binarize nothing")
+    return parser
+
+
+@dataclass
+class BinarizeStats:
+    """What a binarized file contained, for the log line fairseq prints."""
+    sentences: int = 0
+    tokens: int = 0
+    replaced: Counter = field(default_factory=Counter)
+
+    def add(self, other: BinarizeStats) -> None:
+        self.sentences += other.sentences
+        self.tokens += other.tokens
+        self.replaced.update(other.replaced)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    splits = _check_args(args)
+    destdir = Path(args.destdir)
+    destdir.mkdir(parents=True, exist_ok=True)
+    log_file = logging.FileHandler(destdir / "preprocess.log", encoding="utf-8")
+    log_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(log_file)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info(args)
+        dictionary = _dictionary(args)
+        dictionary.save(destdir / "dict.txt")
+        logger.info("Dictionary: %d types", len(dictionary))
+        if args.dict_only:
+            return
+        for split, path in splits:
+            stats = binarize_file(path, destdir / split, dictionary, args.workers)
+            percent = 100 * sum(stats.replaced.values()) / max(stats.tokens, 1)
+            logger.info(f"{path}: {stats.sentences} sents, {stats.tokens} tokens, "
+                        f"{percent:.3}% replaced (by {dictionary.unk_word})")
+        logger.info("Wrote preprocessed data to %s", destdir)
+    finally:
+        logger.removeHandler(log_file)
+        log_file.close()
+
+
+def _check_args(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Validate every flag before any work; return the (split name, input file) pairs."""
+    if args.dataset_impl != "mmap":
+        raise UserError(f"--dataset-impl {args.dataset_impl} is not supported; only 'mmap' "
+                        f"(fairseq's default) is, so drop the flag")
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.srcdict is None and not args.trainpref:
+        raise UserError("--trainpref is needed to build a dictionary; pass it, or pass "
+                        "--srcdict with an existing dict.txt")
+    dict_path = Path(args.destdir) / "dict.txt"
+    if args.srcdict is None and dict_path.exists():
+        raise UserError(f"{dict_path} already exists; pass it as --srcdict to reuse it, or "
+                        f"choose another --destdir")
+    splits = []
+    if args.trainpref:
+        splits.append(("train", args.trainpref))
+    for name, prefixes in (("valid", args.validpref), ("test", args.testpref)):
+        for number, path in enumerate(prefixes.split(",") if prefixes else []):
+            splits.append((f"{name}{number or ''}", path))
+    missing = [path for _, path in splits if not os.path.isfile(path)]
+    if args.srcdict is not None and not os.path.isfile(args.srcdict):
+        missing.insert(0, args.srcdict)
+    if missing:
+        raise UserError(f"input file(s) not found: {', '.join(missing)}")
+    return [] if args.dict_only else splits
+
+
+def _dictionary(args: argparse.Namespace) -> Dictionary:
+    if args.srcdict is not None:
+        return Dictionary.load(args.srcdict)
+    return build_dictionary([args.trainpref], workers=args.workers, threshold=args.thresholdsrc,
+                            nwords=args.nwordssrc, padding_factor=args.padding_factor)
+
+
+def binarize_file(path: str, out_prefix: Path, dictionary: Dictionary, workers: int) -> BinarizeStats:
+    """Binarize `path` into `<out_prefix>.bin/.idx`: the file is cut at line boundaries into
+    `workers` byte ranges, each written as a shard by its own process, then the shards are
+    concatenated in order (so the output does not depend on `workers`)."""
+    dtype = best_fitting_dtype(len(dictionary))
+    if workers == 1:
+        return binarize_range(dictionary, path, 0, -1, str(out_prefix), dtype)
+    offsets = find_line_offsets(path, workers)
+    scratch = tempfile.mkdtemp(dir=out_prefix.parent, prefix=f".{out_prefix.name}-")
+    try:
+        jobs = [(dictionary, path, start, end, os.path.join(scratch, f"part{number}"), dtype)
+                for number, (start, end) in enumerate(zip(offsets, offsets[1:]))]
+        with Pool(workers) as pool:
+            results = pool.starmap(binarize_range, jobs)
+        stats = BinarizeStats()
+        with MMapIndexedDatasetBuilder(f"{out_prefix}.bin", dtype) as builder:
+            for job, part_stats in zip(jobs, results):
+                builder.merge_file_(job[4])
+                stats.add(part_stats)
+            builder.finalize(f"{out_prefix}.idx")
+        return stats
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def binarize_range(dictionary: Dictionary, path: str, start: int, end: int, out_prefix: str,
+                   dtype: type[np.generic]) -> BinarizeStats:
+    """Binarize the lines starting in bytes `[start, end)` of `path` (`end=-1`: to the end)."""
+    stats = BinarizeStats()
+
+    def count_replaced(word: str, index: int) -> None:
+        if index == dictionary.unk_index and word != dictionary.unk_word:
+            stats.replaced[word] += 1
+
+    with MMapIndexedDatasetBuilder(f"{out_prefix}.bin", dtype) as builder:
+        for line in iter_lines(path, start, end):
+            ids = dictionary.encode_line(line, consumer=count_replaced)
+            builder.add_item(ids)
+            stats.sentences += 1
+            stats.tokens += len(ids)
+        builder.finalize(f"{out_prefix}.idx")
+    return stats
+
+
+def cli_main() -> None:
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO, stream=sys.stderr)
+    run_cli(main, "roberta-preprocess")
+
+
+if __name__ == "__main__":
+    cli_main()

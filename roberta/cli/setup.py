@@ -1,0 +1,83 @@
+"""Building a run from parsed flags: task, model, criterion, optimizer, trainer, data iterators."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from roberta import checkpoint
+from roberta.data.batching import batch_by_size, filter_by_size
+from roberta.data.iterators import EpochBatchIterator
+from roberta.errors import UserError
+from roberta.registry import CRITERIONS, LR_SCHEDULERS, OPTIMIZERS, TASKS
+from roberta.trainer import Trainer
+
+logger = logging.getLogger("roberta.setup")
+
+
+def pick_device(cpu: bool) -> torch.device:
+    if not cpu and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def build_components(args: argparse.Namespace):
+    """Task, trainer and checkpoint manager for a training run."""
+    manager = checkpoint.CheckpointManager.from_args(args)
+    manager.check_writable()
+    task = TASKS.get(args.task).setup_task(args)
+    model = task.build_model(args)
+    criterion = CRITERIONS.get(args.criterion).from_args(args, task)
+    logger.info("model %s: %s parameters (%s trained)", args.arch,
+                f"{sum(p.numel() for p in model.parameters()):,}",
+                f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}")
+    optimizer = OPTIMIZERS.get(args.optimizer).from_args(args, [p for p in model.parameters() if p.requires_grad])
+    lr_scheduler = LR_SCHEDULERS.get(args.lr_scheduler).from_args(args, optimizer)
+    trainer = Trainer(model, criterion, optimizer, lr_scheduler, device=pick_device(args.cpu),
+                      clip_norm=args.clip_norm, seed=args.seed)
+    return task, trainer, manager
+
+
+def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.CheckpointManager) -> dict | None:
+    """Load --restore-file (or checkpoint_last.pt) into the trainer; returns the extra state to resume."""
+    path, resets = checkpoint.resolve_restore_file(args.restore_file, args.save_dir, args.finetune_from_model,
+                                                   suffix=args.checkpoint_suffix)
+    if path is None:
+        logger.info("no checkpoint found in %s: starting from scratch", args.save_dir)
+        return None
+    state = checkpoint.load_checkpoint(path, unsafe=args.unsafe_load)
+    resets = resets.merged_with(checkpoint.Resets.from_args(args))
+    extra_state = trainer.load_checkpoint(state, resets, path=path,
+                                          optimizer_overrides=checkpoint.parse_optimizer_overrides(
+                                              args.optimizer_overrides))
+    manager.load_state(extra_state)
+    logger.info("restored %s (update %d)", path, trainer.num_updates)
+    return extra_state
+
+
+def epoch_iterator(args: argparse.Namespace, task, split: str, *, train: bool,
+                   state: dict | None = None) -> EpochBatchIterator:
+    """Batches for `split`: length-filtered, token-budgeted, sharded, resumable."""
+    dataset = task.load_dataset(split)
+    max_positions = task.max_positions()
+    indices = dataset.ordered_indices()
+    indices = filter_by_size(indices, dataset.sizes, max_positions,
+                             raise_on_long=not train and not args.skip_invalid_size_inputs_valid_test,
+                             split_name=split)
+    max_tokens = args.max_tokens if train else (args.max_tokens_valid or args.max_tokens)
+    max_sentences = args.batch_size if train else (args.batch_size_valid or args.batch_size)
+    if max_tokens is not None and max_tokens < max_positions and train:
+        logger.warning("--max-tokens %d is below the longest allowed example (%d tokens): "
+                       "longer examples are skipped", max_tokens, max_positions)
+    batches = batch_by_size(indices, dataset.sizes, max_tokens=max_tokens, max_sentences=max_sentences,
+                            required_batch_size_multiple=args.required_batch_size_multiple if train else 1)
+    if not batches:
+        raise UserError(f"split '{split}' has no example that fits --max-positions {max_positions} "
+                        f"and --max-tokens {max_tokens}")
+    iterator = EpochBatchIterator(dataset, batches, seed=args.seed, shuffle=train,
+                                  num_workers=args.num_workers,
+                                  update_freq=args.update_freq if train else [1])
+    if state is not None:
+        iterator.load_state_dict(state)
+    return iterator

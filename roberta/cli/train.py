@@ -1,0 +1,153 @@
+"""`roberta-train`: the training loop, as a plain loop over epochs and updates."""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from typing import Sequence
+
+import torch
+
+from roberta import checkpoint, options
+from roberta.cli.common import run_cli
+from roberta.cli.setup import build_components, epoch_iterator, restore
+from roberta.evaluation import Validator
+from roberta.logging import ProgressLogger, setup_logging
+from roberta.meters import MeterGroup
+from roberta.trainer import Trainer
+
+logger = logging.getLogger("roberta.train")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = options.parse_args(argv, train=True)
+    setup_logging(args.log_file)
+    logger.info("command line arguments: %s", vars(args))
+    torch.manual_seed(args.seed)
+    task, trainer, manager = build_components(args)
+    extra_state = restore(args, trainer, manager)
+    train_loop(args, task, trainer, manager, extra_state)
+
+
+def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkpoint.CheckpointManager,
+               extra_state: dict | None) -> None:
+    epoch_itr = epoch_iterator(args, task, args.train_subset, train=True,
+                               state=extra_state.get("train_iterator") if extra_state else None)
+    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False))
+    epoch_meters = MeterGroup()
+    if extra_state and extra_state.get("metrics"):
+        epoch_meters.load_state_dict(extra_state["metrics"])
+    wall_start = time.perf_counter() - (extra_state or {}).get("previous_training_time", 0.0)
+    max_epoch = args.max_epoch or math.inf
+    lr = trainer.lr_scheduler.step_epoch(epoch_itr.next_epoch_idx)
+    while epoch_itr.next_epoch_idx <= max_epoch:
+        if lr <= args.stop_min_lr:
+            logger.info("stopping: learning rate %g reached --stop-min-lr %g", lr, args.stop_min_lr)
+            break
+        should_stop = train_epoch(args, validator, trainer, manager, epoch_itr, epoch_meters, wall_start)
+        if should_stop:
+            break
+        epoch_meters.reset()
+        lr = trainer.lr_scheduler.step_epoch(epoch_itr.next_epoch_idx)
+    logger.info("done training in %.1f seconds", time.perf_counter() - wall_start)
+
+
+def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer, manager: checkpoint.CheckpointManager,
+                epoch_itr, epoch_meters: MeterGroup, wall_start: float) -> bool:
+    """Train one epoch (or its remainder after a resume); returns True when training should stop."""
+    itr = epoch_itr.next_epoch_itr()
+    epoch = epoch_itr.epoch
+    progress = ProgressLogger(args.log_format, epoch=epoch, total=len(itr), log_interval=args.log_interval,
+                              tensorboard_logdir=args.tensorboard_logdir)
+    window = MeterGroup()
+    window_start = time.perf_counter()
+    for samples in progress.wrap(itr, offset=itr.n):
+        result = trainer.train_step(samples)
+        if result is not None:
+            for meters in (window, epoch_meters):
+                record_update(meters, result)
+        num_updates = trainer.num_updates
+        if result is not None and progress.should_log(num_updates):
+            stats = update_stats(window, trainer, time.perf_counter() - window_start, wall_start)
+            progress.log(stats, tag="train_inner", step=num_updates)
+            window.reset()
+            window_start = time.perf_counter()
+        end_of_epoch = epoch_itr.end_of_epoch()
+        should_stop = validate_and_save(args, validator, trainer, manager, epoch_itr, epoch_meters,
+                                        end_of_epoch, wall_start)
+        if should_stop:
+            break
+    epoch_stats = update_stats(epoch_meters, trainer, None, wall_start)
+    progress.print(epoch_stats, tag="train", step=trainer.num_updates)
+    return should_stop or bool(args.max_update and trainer.num_updates >= args.max_update)
+
+
+def record_update(meters: MeterGroup, result: dict) -> None:
+    """Add one update's statistics to a group of meters (a logging window or an epoch)."""
+    for key, value in result["logging_output"].items():
+        meters.update(f"sum:{key}", value, kind="sum")
+    meters.update("updates", 1, kind="sum")
+    meters.update("gnorm", result["gnorm"])
+    meters.update("clip", 100.0 if result["clipped"] else 0.0)
+    meters.update("lr", result["lr"], kind="last")
+    meters.update("train_wall", result["train_wall"], kind="sum")
+
+
+def update_stats(meters: MeterGroup, trainer: Trainer, elapsed: float | None, wall_start: float) -> dict:
+    """fairseq's per-interval/per-epoch fields from summed criterion outputs and trainer meters."""
+    values = meters.smoothed_values()
+    sums = {key[4:]: value for key, value in values.items() if key.startswith("sum:")}
+    updates = max(values.get("updates", 0), 1)
+    train_wall = values.get("train_wall", 0.0)
+    seconds = elapsed if elapsed is not None else train_wall
+    stats = dict(trainer.criterion.reduce_metrics(sums))
+    ntokens = sums.get("ntokens", 0)
+    stats.update({
+        "wps": ntokens / seconds if seconds > 0 else 0.0,
+        "ups": updates / seconds if seconds > 0 else 0.0,
+        "wpb": ntokens / updates,
+        "bsz": sums.get("nsentences", 0) / updates,
+        "num_updates": trainer.num_updates,
+        "lr": values.get("lr", trainer.get_lr()),
+        "gnorm": values.get("gnorm", 0.0),
+    })
+    if trainer.clip_norm > 0:
+        stats["clip"] = values.get("clip", 0.0)
+    stats.update(trainer.extra_stats())
+    stats["train_wall"] = train_wall
+    stats["wall"] = time.perf_counter() - wall_start
+    return stats
+
+
+def validate_and_save(args: argparse.Namespace, validator: Validator, trainer: Trainer, manager: checkpoint.CheckpointManager,
+                      epoch_itr, epoch_meters: MeterGroup, end_of_epoch: bool, wall_start: float) -> bool:
+    """fairseq's schedule: save at epoch ends and every --save-interval-updates, validate alongside."""
+    epoch, num_updates = epoch_itr.epoch, trainer.num_updates
+    reached_max = bool(args.max_update) and num_updates >= args.max_update
+    do_save = manager.is_save_time(epoch, num_updates, end_of_epoch) or reached_max
+    do_validate = not args.disable_validation and (
+        do_save
+        or (end_of_epoch and epoch % args.validate_interval == 0)
+        or (args.validate_interval_updates > 0 and num_updates % args.validate_interval_updates == 0))
+    val_metric = None
+    if do_validate:
+        val_metric = validator(trainer, epoch, manager)
+    should_stop = reached_max or (val_metric is not None and manager.should_stop_early(val_metric))
+    if do_save:
+        extra_state = {
+            "train_iterator": epoch_itr.state_dict(),
+            "metrics": epoch_meters.state_dict(),
+            "previous_training_time": time.perf_counter() - wall_start,
+        }
+        manager.save(trainer.checkpoint_state(args, extra_state), epoch=epoch, num_updates=num_updates,
+                     end_of_epoch=end_of_epoch, val_metric=val_metric)
+    return should_stop
+
+
+def cli_main() -> None:
+    run_cli(main, "roberta-train")
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,60 @@
+"""`roberta-validate`: score a checkpoint on one or more splits, with the training run's settings.
+
+As fairseq-validate does, the task is rebuilt from the flags stored in the checkpoint; flags
+given on this command line override them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Sequence
+
+import torch
+
+from roberta import checkpoint, options
+from roberta.cli.common import run_cli
+from roberta.cli.setup import epoch_iterator, pick_device
+from roberta.errors import UserError
+from roberta.evaluation import Validator
+from roberta.logging import setup_logging
+from roberta.models.weights import load_model_weights
+from roberta.registry import CRITERIONS, TASKS
+from roberta.trainer import Trainer
+
+logger = logging.getLogger("roberta.validate")
+
+
+def _checkpoint_path(argv: Sequence[str] | None) -> tuple[str, bool]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--path")
+    pre.add_argument("--unsafe-load", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    if not known.path:
+        raise UserError("--path is required: the checkpoint to evaluate")
+    return known.path, known.unsafe_load
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    path, unsafe = _checkpoint_path(argv)
+    state = checkpoint.load_checkpoint(path, unsafe=unsafe)
+    trained_with = checkpoint.training_flags(state)
+    args = options.parse_args(argv, train=False, defaults=trained_with)
+    setup_logging(args.log_file)
+    task = TASKS.get(args.task).setup_task(args)
+    model = task.build_model(args)
+    load_model_weights(model, state["model"], path=path)
+    criterion = CRITERIONS.get(args.criterion).from_args(args, task)
+    trainer = Trainer(model, criterion, optimizer=None, lr_scheduler=None, device=pick_device(args.cpu))
+    trainer.num_updates = checkpoint.num_updates(state)
+    logger.info("loaded %s (update %d)", path, trainer.num_updates)
+    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False))
+    with torch.inference_mode():
+        validator(trainer, epoch=checkpoint.epoch(state))
+
+
+def cli_main() -> None:
+    run_cli(main, "roberta-validate")
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,114 @@
+"""Size filtering and token-budgeted batching (`--max-tokens`, `--batch-size`, `--max-positions`).
+
+Both run over every example of a split, so sizes are gathered with one numpy call and the
+greedy batching loop works on plain Python ints.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+
+from roberta.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def filter_by_size(
+    indices: np.ndarray,
+    sizes: np.ndarray,
+    max_positions: int | None,
+    raise_on_long: bool,
+    split_name: str,
+) -> np.ndarray:
+    """Drop examples longer than `max_positions`, keeping the order of `indices`.
+
+    `sizes` is `[N]`, or `[N, k]` for examples made of several inputs (every input must fit).
+    Training splits drop them with a warning; validation splits raise unless the user chose
+    `--skip-invalid-size-inputs-valid-test` (pass `raise_on_long=False`).
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if max_positions is None or len(indices) == 0:
+        return indices
+    example_sizes = np.asarray(sizes)[indices].reshape(len(indices), -1)
+    too_long = (example_sizes > max_positions).any(axis=1)
+    n_long = int(too_long.sum())
+    if n_long == 0:
+        return indices
+    ids = indices[too_long][:10].tolist()
+    if raise_on_long:
+        raise UserError(
+            f"{n_long} examples of split '{split_name}' are longer than --max-positions {max_positions} "
+            f"(ids {ids}{' ...' if n_long > 10 else ''}); raise --max-positions or pass "
+            "--skip-invalid-size-inputs-valid-test to skip them"
+        )
+    if n_long == len(indices):
+        raise UserError(
+            f"all {n_long} examples of split '{split_name}' are longer than --max-positions {max_positions}; "
+            "raise --max-positions/--max-tokens or check the data"
+        )
+    logger.warning(
+        "%d examples of split '%s' are longer than %d tokens and will be skipped (first ids: %s)",
+        n_long, split_name, max_positions, ids,
+    )
+    return indices[~too_long]
+
+
+def batch_by_size(
+    indices: np.ndarray,
+    num_tokens: Callable[[int], int] | np.ndarray,
+    max_tokens: int | None = None,
+    max_sentences: int | None = None,
+    required_batch_size_multiple: int = 1,
+) -> list[np.ndarray]:
+    """Cut `indices` (in order) into mini-batches, as fairseq does.
+
+    A batch is full when it has `max_sentences` examples, or when adding the next example would
+    make `n_examples * longest` (the padded size) exceed `max_tokens`. A full batch of at least
+    `required_batch_size_multiple` examples is cut down to a multiple of it; the cut-off
+    examples start the next batch. `num_tokens` is a sizes array or a per-index function.
+    """
+    if not max_tokens and not max_sentences:
+        raise UserError("no batch size limit; pass --max-tokens and/or --batch-size")
+    if required_batch_size_multiple < 1:
+        raise UserError(f"--required-batch-size-multiple {required_batch_size_multiple} must be at least 1")
+    indices = np.asarray(indices, dtype=np.int64)
+    if callable(num_tokens):
+        lengths = [int(num_tokens(int(i))) for i in indices]
+    else:
+        lengths = np.asarray(num_tokens)[indices].tolist()
+    if max_tokens:
+        _check_fits(indices, lengths, max_tokens)
+    cuts = _batch_ends(lengths, max_tokens or 0, max_sentences or 0, required_batch_size_multiple)
+    return np.split(indices, cuts[:-1]) if cuts else []
+
+
+def _check_fits(indices: np.ndarray, lengths: list[int], max_tokens: int) -> None:
+    longest = int(np.argmax(lengths)) if lengths else 0
+    if lengths and lengths[longest] > max_tokens:
+        raise UserError(
+            f"example {int(indices[longest])} has {lengths[longest]} tokens, more than --max-tokens {max_tokens}; "
+            "raise --max-tokens or filter long examples with --max-positions"
+        )
+
+
+def _batch_ends(lengths: list[int], max_tokens: int, max_sentences: int, multiple: int) -> list[int]:
+    """End offsets (exclusive) of each batch in `lengths`; the last one is `len(lengths)`."""
+    ends: list[int] = []
+    start = 0  # first example of the open batch
+    longest = 0
+    for pos, length in enumerate(lengths):
+        longest = max(longest, length)
+        size = pos - start
+        full = size > 0 and (
+            (max_sentences and size == max_sentences) or (max_tokens and (size + 1) * longest > max_tokens)
+        )
+        if full:
+            keep = max(multiple * (size // multiple), size % multiple)
+            start += keep
+            ends.append(start)
+            longest = max(lengths[start : pos + 1])
+    if start < len(lengths):
+        ends.append(len(lengths))
+    return ends

@@ -1,0 +1,76 @@
+"""`tri_stage`: linear warmup, hold, exponential decay, then constant (fairseq's, from wav2vec).
+
+Starting at lr * init_lr_scale, the LR rises linearly to --lr over the warmup steps, holds,
+decays as lr * exp(-k * t) to lr * final_lr_scale over the decay steps, and stays there.
+The three lengths are given directly or as --phase-ratio fractions of --max-update.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from torch.optim import Optimizer
+
+from roberta.errors import UserError
+from roberta.optim.lr_scheduler.base import LRScheduler, check_non_negative, single_lr
+from roberta.optim.options import parse_float_tuple
+from roberta.registry import LR_SCHEDULERS
+
+
+@LR_SCHEDULERS.register("tri_stage")
+class TriStageSchedule(LRScheduler):
+    def __init__(self, optimizer: Optimizer, lr: float, *, warmup_steps: int = 0, hold_steps: int = 0,
+                 decay_steps: int = 0, init_lr_scale: float = 0.01, final_lr_scale: float = 0.01) -> None:
+        super().__init__(optimizer)
+        check_non_negative(warmup_steps=warmup_steps, hold_steps=hold_steps, decay_steps=decay_steps,
+                           init_lr_scale=init_lr_scale)
+        if warmup_steps + hold_steps + decay_steps <= 0:
+            raise UserError("tri_stage needs stage lengths: give --warmup-steps/--hold-steps/--decay-steps "
+                            "or --phase-ratio with --max-update")
+        if final_lr_scale <= 0:
+            raise UserError(f"--final-lr-scale must be positive, got {final_lr_scale:g}")
+        self.peak_lr = lr
+        self.init_lr = lr * init_lr_scale
+        self.final_lr = lr * final_lr_scale
+        self.warmup_steps, self.hold_steps, self.decay_steps = warmup_steps, hold_steps, decay_steps
+        self.decay_rate = -math.log(final_lr_scale) / decay_steps if decay_steps else 0.0
+        self.step_update(0)
+
+    @staticmethod
+    def add_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--warmup-steps", type=int, default=0, metavar="N",
+                            help="updates of linear warmup from lr*init-lr-scale to --lr")
+        parser.add_argument("--hold-steps", type=int, default=0, metavar="N", help="updates at --lr")
+        parser.add_argument("--decay-steps", type=int, default=0, metavar="N",
+                            help="updates of exponential decay down to lr*final-lr-scale")
+        parser.add_argument("--phase-ratio", default=None, metavar="(W, H, D)",
+                            help="tuple literal of the three stage fractions of --max-update, summing to 1; "
+                                 "replaces the three step counts")
+        parser.add_argument("--init-lr-scale", type=float, default=0.01, metavar="S",
+                            help="the warmup starts at --lr times S")
+        parser.add_argument("--final-lr-scale", type=float, default=0.01, metavar="S",
+                            help="the decay ends at --lr times S")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, optimizer: Optimizer) -> TriStageSchedule:
+        steps = (args.warmup_steps, args.hold_steps, args.decay_steps)
+        if args.phase_ratio is not None:
+            ratios = parse_float_tuple(args.phase_ratio, "--phase-ratio", 3)
+            if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6) or min(ratios) < 0:
+                raise UserError(f"--phase-ratio {args.phase_ratio!r}: the fractions must be >= 0 and sum to 1")
+            if args.max_update <= 0:
+                raise UserError("--phase-ratio needs --max-update to turn fractions into update counts")
+            steps = tuple(int(args.max_update * ratio) for ratio in ratios)
+        return cls(optimizer, single_lr(args.lr, "tri_stage"), warmup_steps=steps[0], hold_steps=steps[1],
+                   decay_steps=steps[2], init_lr_scale=args.init_lr_scale, final_lr_scale=args.final_lr_scale)
+
+    def lr_at(self, num_updates: int) -> float:
+        if num_updates < self.warmup_steps:
+            return self.init_lr + (self.peak_lr - self.init_lr) * num_updates / self.warmup_steps
+        t = num_updates - self.warmup_steps
+        if t < self.hold_steps:
+            return self.peak_lr
+        t -= self.hold_steps
+        if t <= self.decay_steps:
+            return self.peak_lr * math.exp(-self.decay_rate * t)
+        return self.final_lr

@@ -1,0 +1,104 @@
+"""Optimization flags every training run has (`--lr`, `--update-freq`, `--clip-norm`, ...).
+
+fairseq users type list-valued flags as comma lists (`--lr 0.1,0.01`) and tuples as Python
+literals (`--adam-betas '(0.9, 0.98)'`); the parsers for those legacy formats live here. They
+are argparse `type=` functions that raise `UserError`, so a bad value stops the run with one
+line naming the flag, before any data is read.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+from typing import Callable, Sequence
+
+from roberta.errors import UserError
+
+
+def _list_items(values: str | float | Sequence[str | float]) -> list[str | float]:
+    if isinstance(values, (int, float)):
+        return [values]
+    if isinstance(values, str):
+        # fairseq evaluated these strings, so '[1e-5]' and '(0.1, 0.01)' are seen in the wild.
+        items = values.strip().strip("[]()").split(",")
+        if len(items) > 1 and not items[-1].strip():
+            items = items[:-1]
+        return [item.strip() for item in items]
+    return list(values)
+
+
+def parse_lr(values: str | float | Sequence[str | float]) -> list[float]:
+    """`--lr 1e-5` or `--lr 0.1,0.01` (one LR per epoch, used by `fixed`) as positive floats."""
+    try:
+        lrs = [float(item) for item in _list_items(values)]
+    except (TypeError, ValueError):
+        raise UserError(f"--lr {values!r} is not a number or a comma-separated list of numbers; "
+                        f"write e.g. --lr 1e-5 or --lr 0.1,0.01") from None
+    if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+        raise UserError(f"--lr {values!r}: every learning rate must be a positive number")
+    return lrs
+
+
+def parse_update_freq(values: str | int | Sequence[str | int]) -> list[int]:
+    """`--update-freq 4` or `--update-freq 4,2` (one value per epoch) as integers >= 1."""
+    try:
+        freqs = [_strict_int(item) for item in _list_items(values)]
+    except (TypeError, ValueError):
+        raise UserError(f"--update-freq {values!r} is not an integer or a comma-separated list "
+                        f"of integers; write e.g. --update-freq 4") from None
+    if not freqs or min(freqs) < 1:
+        raise UserError(f"--update-freq {values!r}: every value must be >= 1 (1 means no accumulation)")
+    return freqs
+
+
+def _strict_int(item: str | float) -> int:
+    if isinstance(item, float) and not item.is_integer():
+        raise ValueError(item)
+    return int(item)
+
+
+def parse_float_tuple(text: str | Sequence[float], flag: str, length: int) -> tuple[float, ...]:
+    """A Python tuple literal of `length` numbers such as '(0.9, 0.98)', evaluated safely."""
+    value = text
+    if isinstance(text, str):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            value = None
+    example = "(" + ", ".join(["0.5"] * length) + ")"
+    if (not isinstance(value, (tuple, list)) or len(value) != length
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise UserError(f"{flag} {text!r} must be a tuple of {length} numbers, written like '{example}'")
+    return tuple(float(v) for v in value)
+
+
+def _at_least(flag: str, kind: Callable[[str], float], minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise UserError(f"{flag} {text!r} is not a{'n' if kind is int else ''} "
+                            f"{kind.__name__}") from None
+        if not value >= minimum:  # also rejects NaN
+            raise UserError(f"{flag} must be >= {minimum:g}, got {text}")
+        return value
+    return parse
+
+
+def add_optimization_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of fairseq's `optimization` group (a parser or an argument group)."""
+    parser.add_argument("--lr", type=parse_lr, default="0.25", metavar="LR_1,LR_2,...",
+                        help="learning rate (peak LR for schedules with warmup); the `fixed` "
+                             "scheduler takes a comma list, one LR per epoch")
+    parser.add_argument("--clip-norm", type=_at_least("--clip-norm", float, 0.0), default=0.0,
+                        metavar="NORM", help="clip the gradient norm to this value (0 disables)")
+    parser.add_argument("--update-freq", type=parse_update_freq, default="1", metavar="N1,N2,...",
+                        help="accumulate gradients over N mini-batches per update; a comma list "
+                             "gives one value per epoch, the last one holding afterwards")
+    parser.add_argument("--max-update", type=_at_least("--max-update", int, 0), default=0, metavar="N",
+                        help="stop after N updates (0: no limit); also the default decay length "
+                             "of polynomial_decay and cosine")
+    parser.add_argument("--max-epoch", type=_at_least("--max-epoch", int, 0), default=0, metavar="N",
+                        help="stop after N epochs (0: no limit)")
+    parser.add_argument("--stop-min-lr", type=float, default=-1.0, metavar="LR",
+                        help="stop training when the learning rate falls to or below this value")

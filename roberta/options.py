@@ -1,0 +1,136 @@
+"""Command-line flags: the fairseq names, declared once, validated before any data is read.
+
+Parsing happens in two passes. The first pass reads only the component choices (`--task`,
+`--criterion`, `--arch`, `--optimizer`, `--lr-scheduler`, `--user-dir`); the chosen
+components then declare their own flags and the second pass parses everything, rejecting
+any flag nobody declared.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from roberta import checkpoint, logging as roberta_logging
+from roberta.cli.common import import_user_modules
+from roberta.errors import UserError
+from roberta.models import add_model_args
+from roberta.optim import add_optimization_args
+from roberta.registry import ARCHS, CRITERIONS, LR_SCHEDULERS, OPTIMIZERS, TASKS
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2, without the usage wall."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_component_choices(parser: argparse.ArgumentParser, *, train: bool) -> None:
+    parser.add_argument("--user-dir", help="a Python package with extra tasks, criterions or architectures")
+    parser.add_argument("--task", default="masked_lm", help="task name (see --help for choices)")
+    parser.add_argument("--criterion", help="loss; defaults to the task's namesake")
+    if train:
+        parser.add_argument("--arch", "-a", help="model architecture preset, e.g. roberta_base")
+        parser.add_argument("--optimizer", default="adam", help="optimizer")
+        parser.add_argument("--lr-scheduler", default="fixed", help="learning-rate schedule")
+
+
+def _add_common_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common")
+    group.add_argument("--seed", type=int, default=1,
+                       help="seed for data order, masking and dropout (dropout uses seed + update)")
+    group.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is visible")
+    roberta_logging.add_logging_args(parser)
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser, *, train: bool) -> None:
+    group = parser.add_argument_group("dataset and batching")
+    group.add_argument("--max-tokens", type=int, help="maximum padded tokens per mini-batch")
+    group.add_argument("--batch-size", "--max-sentences", dest="batch_size", type=int,
+                       help="maximum examples per mini-batch")
+    group.add_argument("--required-batch-size-multiple", type=int, default=8,
+                       help="round batch sizes down to a multiple of this (1 disables)")
+    group.add_argument("--num-workers", type=int, default=1,
+                       help="data-loading worker processes (0 loads in the training process)")
+    group.add_argument("--valid-subset", default="valid",
+                       help="comma-separated splits to validate on; the first one picks the best checkpoint")
+    group.add_argument("--skip-invalid-size-inputs-valid-test", action="store_true",
+                       help="drop validation examples longer than the model allows instead of failing")
+    group.add_argument("--max-tokens-valid", type=int, help="--max-tokens for validation (default: same)")
+    group.add_argument("--batch-size-valid", type=int, help="--batch-size for validation (default: same)")
+    if train:
+        group.add_argument("--train-subset", default="train", help="split to train on")
+        group.add_argument("--disable-validation", action="store_true", help="never validate")
+        group.add_argument("--validate-interval", type=int, default=1, help="validate every N epochs")
+        group.add_argument("--validate-interval-updates", type=int, default=0,
+                           help="also validate every N updates (0: off)")
+
+
+def build_parser(*, train: bool) -> argparse.ArgumentParser:
+    prog = "roberta-train" if train else "roberta-validate"
+    parser = _Parser(prog=prog, allow_abbrev=False, description=(
+        "Train a RoBERTa model (fairseq-train compatible flags)." if train else
+        "Evaluate a checkpoint on one or more splits (fairseq-validate compatible flags)."))
+    parser.add_argument("data", help="data directory written by roberta-preprocess")
+    _add_component_choices(parser, train=train)
+    _add_common_args(parser)
+    _add_dataset_args(parser, train=train)
+    if not train:
+        parser.add_argument("--path", required=True, help="checkpoint to evaluate")
+        parser.add_argument("--unsafe-load", action="store_true",
+                            help="allow a checkpoint that needs full unpickling (only for files you trust)")
+        add_model_args(parser.add_argument_group("model"))
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None, *, train: bool, defaults: dict | None = None) -> argparse.Namespace:
+    """Parse in two passes so each chosen component declares its own flags.
+
+    `defaults` (the flags a checkpoint was trained with, for roberta-validate) replace the
+    built-in defaults; flags given on the command line still win.
+    """
+    parser = build_parser(train=train)
+    stored = {key: value for key, value in (defaults or {}).items() if key != "data"}
+    parser.set_defaults(**stored)
+    choices, _ = parser.parse_known_args(argv)
+    import_user_modules(choices.user_dir)
+    task_cls = TASKS.get(choices.task)
+    criterion_cls = CRITERIONS.get(choices.criterion or choices.task)
+    task_cls.add_args(parser.add_argument_group(f"task {choices.task}"))
+    criterion_cls.add_args(parser.add_argument_group("criterion"))
+    if train:
+        if not choices.arch:
+            raise UserError(f"--arch is required; choose from: {', '.join(ARCHS.names())}")
+        ARCHS.get(choices.arch)
+        add_model_args(parser.add_argument_group("model"))
+        add_optimization_args(parser.add_argument_group("optimization"))
+        OPTIMIZERS.get(choices.optimizer).add_args(parser.add_argument_group(f"optimizer {choices.optimizer}"))
+        LR_SCHEDULERS.get(choices.lr_scheduler).add_args(
+            parser.add_argument_group(f"lr-scheduler {choices.lr_scheduler}"))
+        checkpoint.add_checkpoint_args(parser.add_argument_group("checkpoint"))
+    # Again now that every flag is declared, so stored values replace each flag's own default.
+    parser.set_defaults(**stored)
+    args = parser.parse_args(argv)
+    if args.criterion is None:
+        args.criterion = args.task
+    args.log_format = roberta_logging.resolve_log_format(args.log_format, no_progress_bar=args.no_progress_bar)
+    validate_args(args, train=train)
+    return args
+
+
+def validate_args(args: argparse.Namespace, *, train: bool) -> None:
+    """Fail fast, before any data is read, on values that cannot work."""
+    if args.max_tokens is None and args.batch_size is None:
+        raise UserError("give --max-tokens or --batch-size (--max-sentences) to size the mini-batches")
+    for flag in ("max_tokens", "batch_size", "max_tokens_valid", "batch_size_valid"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    if args.required_batch_size_multiple < 1:
+        raise UserError(f"--required-batch-size-multiple must be >= 1, got {args.required_batch_size_multiple}")
+    if args.num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+    if train:
+        checkpoint.validate_checkpoint_args(args)
+        if args.validate_interval < 1:
+            raise UserError(f"--validate-interval must be >= 1, got {args.validate_interval}")

@@ -1,0 +1,43 @@
+"""The task interface: what a task file implements to plug into the shared trainer."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from roberta.errors import UserError
+
+
+class Task:
+    """A task owns its data (datasets, dictionary), adds its heads to the model and picks a criterion."""
+
+    @staticmethod
+    def add_args(parser: argparse.ArgumentParser) -> None:
+        """Declare the task's own flags."""
+
+    @classmethod
+    def setup_task(cls, args: argparse.Namespace) -> "Task":
+        raise NotImplementedError
+
+    def load_dataset(self, split: str, epoch: int = 1) -> Any:
+        """Return a dataset following the contract in CONTRIBUTING.md."""
+        raise NotImplementedError
+
+    def build_model(self, args: argparse.Namespace) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def max_positions(self) -> int:
+        raise NotImplementedError
+
+    def begin_valid_epoch(self, epoch: int) -> None:
+        """Hook before a validation pass (e.g. to reset prediction buffers)."""
+
+
+def data_directory(data: str, flag: str = "data") -> Path:
+    """The data directory for this run, checked to exist."""
+    path = Path(data)
+    if not path.is_dir():
+        raise UserError(f"{flag} directory '{data}' does not exist; pass the folder written by roberta-preprocess")
+    return path
