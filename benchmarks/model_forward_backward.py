@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+import transformers
 
 from roberta.models import ModelConfig, RobertaModel
 
@@ -68,8 +69,6 @@ def gemm_roof() -> float:
 
 
 def build_steps(args: argparse.Namespace) -> tuple[Callable[[], None], Callable[[], None]]:
-    import transformers
-
     (layers, dim, ffn, heads), default_batch = PRESETS[args.preset]
     inputs, masked, targets = make_batch(args.batch_size or default_batch, args.seq_len)
     ours = RobertaModel(ModelConfig(vocab_size=VOCAB, encoder_layers=layers,
@@ -117,7 +116,8 @@ def timed(run: Callable[[], None]) -> tuple[float, bool]:
     return wall, foreign < 0.05 * wall + 0.02
 
 
-def measure(steps: dict[str, Callable[[], None]], args: argparse.Namespace) -> dict[str, list[float]]:
+def measure(steps: dict[str, Callable[[], None]],
+            args: argparse.Namespace) -> dict[str, list[float]]:
     """Alternate the models' steps until each has `--steps` undisturbed timings."""
     clean: dict[str, list[float]] = {name: [] for name in steps}
     every: dict[str, list[float]] = {name: [] for name in steps}
@@ -143,9 +143,9 @@ def main() -> None:
     torch.manual_seed(0)
     ours_step, hf_step = build_steps(args)
     timings = measure({"ours": ours_step, "hf": hf_step}, args)
-    (_, dim, _, _), default_batch = PRESETS[args.preset]
-    tokens = (args.batch_size or default_batch) * args.seq_len
-    print(f"preset={args.preset} batch={args.batch_size or default_batch}x{args.seq_len} "
+    batch = args.batch_size or PRESETS[args.preset][1]
+    tokens = batch * args.seq_len
+    print(f"preset={args.preset} batch={batch}x{args.seq_len} "
           f"threads={args.threads} fp32 GEMM roof={gemm_roof():.0f} GFLOP/s "
           f"steps measured: ours {len(timings['ours'])}, HF {len(timings['hf'])}")
     ours_tps = tokens / statistics.median(timings["ours"])

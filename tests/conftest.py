@@ -26,3 +26,47 @@ def gpt2_bpe_dir(shared_data: Path) -> Path:
     if not (path / "encoder.json").is_file():
         pytest.skip(f"GPT-2 BPE files not found in {path}")
     return path
+
+
+def _encode_file(bpe, source: Path, target: Path, limit: int | None = None) -> None:
+    with open(source, encoding="utf-8-sig") as lines, open(target, "w", encoding="utf-8") as out:
+        for number, line in enumerate(lines):
+            if limit is not None and number >= limit:
+                break
+            out.write(bpe.encode(line.strip()) + "\n")
+
+
+@pytest.fixture(scope="session")
+def demo_data_bin(tmp_path_factory) -> Path:
+    """The generated demo corpus, byte-level BPE trained on it, binarized: a masked-LM data dir."""
+    from roberta.cli import preprocess
+    from roberta.data.bpe import train_byte_level_bpe
+    from roberta.demo_corpus import write_corpus
+
+    root = tmp_path_factory.mktemp("demo")
+    train = write_corpus(root / "train.txt", 500, seed=1)
+    valid = write_corpus(root / "valid.txt", 30, seed=2)
+    bpe = train_byte_level_bpe([train], 400, root / "bpe")
+    for split in (train, valid):
+        _encode_file(bpe, split, split.with_suffix(".bpe"))
+    preprocess.main(["--only-source", "--trainpref", str(root / "train.bpe"), "--validpref",
+                     str(root / "valid.bpe"), "--destdir", str(root / "data-bin"), "--workers", "1"])
+    return root / "data-bin"
+
+
+@pytest.fixture(scope="session")
+def austen_data_bin(tmp_path_factory, shared_data: Path) -> Path:
+    """Real prose (Pride and Prejudice), a byte-level BPE trained on it, binarized."""
+    from roberta.cli import preprocess
+    from roberta.data.bpe import train_byte_level_bpe
+
+    root = tmp_path_factory.mktemp("austen")
+    lines = (shared_data / "mlm" / "pride_and_prejudice.txt").read_text(encoding="utf-8-sig").splitlines()
+    (root / "train.txt").write_text("\n".join(lines[:12000]) + "\n", encoding="utf-8")
+    (root / "valid.txt").write_text("\n".join(lines[12000:13000]) + "\n", encoding="utf-8")
+    bpe = train_byte_level_bpe([root / "train.txt"], 800, root / "bpe")
+    for split in ("train", "valid"):
+        _encode_file(bpe, root / f"{split}.txt", root / f"{split}.bpe")
+    preprocess.main(["--only-source", "--trainpref", str(root / "train.bpe"), "--validpref",
+                     str(root / "valid.bpe"), "--destdir", str(root / "data-bin"), "--workers", "1"])
+    return root / "data-bin"

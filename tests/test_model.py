@@ -150,7 +150,8 @@ def test_state_dict_uses_fairseq_names() -> None:
     keys = set(model.state_dict())
     assert expected <= keys
     assert len(keys) == 4 + 2 * 16 + 6 + 4
-    assert model.state_dict()["encoder.sentence_encoder.embed_positions.weight"].shape == (12 + 2, 16)
+    positions = model.state_dict()["encoder.sentence_encoder.embed_positions.weight"]
+    assert positions.shape == (12 + 2, 16)
 
 
 def test_lm_weight_tied_unless_untied() -> None:

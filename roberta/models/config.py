@@ -57,10 +57,6 @@ class ModelConfig:
             if not 0.0 <= value < 1.0:
                 raise UserError(f"{flag} must be in [0, 1), got {value!r}")
 
-    @property
-    def head_dim(self) -> int:
-        return self.encoder_embed_dim // self.encoder_attention_heads
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data, so a checkpoint holding it loads with `torch.load(weights_only=True)`."""
         return dataclasses.asdict(self)
@@ -70,10 +66,11 @@ class ModelConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"model config has unknown fields {unknown}; the checkpoint was written "
-                            f"by a newer or different toolkit")
+            raise UserError(f"model config has unknown fields {unknown}; the checkpoint was "
+                            f"written by a newer or different toolkit")
         missing = sorted(field.name for field in dataclasses.fields(cls)
                          if field.default is dataclasses.MISSING and field.name not in data)
         if missing:
-            raise UserError(f"model config lacks the fields {missing}; the checkpoint is incomplete")
+            raise UserError(f"model config lacks the fields {missing}; the checkpoint is "
+                            f"incomplete")
         return cls(**data)

@@ -136,7 +136,8 @@ class TransformerEncoderLayer(nn.Module):
         dim = config.encoder_embed_dim
         self.dropout = config.dropout
         self.activation_dropout = config.activation_dropout
-        self.self_attn = SelfAttention(dim, config.encoder_attention_heads, config.attention_dropout)
+        self.self_attn = SelfAttention(dim, config.encoder_attention_heads,
+                                       config.attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.fc1 = nn.Linear(dim, config.encoder_ffn_embed_dim)
         self.fc2 = nn.Linear(config.encoder_ffn_embed_dim, dim)

@@ -85,7 +85,7 @@ def to_hf_state_dict(our_sd: dict[str, Tensor],
 def from_hf_state_dict(hf_sd: dict[str, Tensor],
                        classification_head: str = "sentence_classification_head",
                        padding_idx: int = 1) -> dict[str, Tensor]:
-    """HF RoBERTa keys -> ours; `classifier.*` becomes `classification_heads.<classification_head>.*`.
+    """HF RoBERTa keys -> ours; `classifier.*` becomes `classification_heads.<name>.*`.
 
     HF's pooler has no counterpart and is dropped. A non-zero token-type row (models trained
     with HF rather than converted from fairseq) is added to the position rows of real tokens,

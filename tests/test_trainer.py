@@ -1,0 +1,82 @@
+"""Trainer.train_step: accumulation equals a larger batch; divergence stops cleanly."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import criterions.masked_lm  # noqa: F401  (registers the criterion)
+from criterions.masked_lm import MaskedLMCriterion
+from roberta.models import ModelConfig, RobertaModel
+from roberta.optim.adam import Adam
+from roberta.optim.lr_scheduler.fixed import FixedSchedule
+from roberta.trainer import Trainer, TrainingDiverged
+
+
+def make_batch(seed: int, size: int = 4, length: int = 16) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, 60, (size, length), generator=generator)
+    tokens[:, 0] = 0
+    target = torch.full_like(tokens, 1)
+    chosen = torch.rand(size, length, generator=generator) < 0.3
+    chosen[:, 0] = False
+    target[chosen] = tokens[chosen]
+    source = tokens.masked_fill(chosen, 63)
+    return {"id": torch.arange(size), "nsentences": size, "ntokens": size * length,
+            "net_input": {"src_tokens": source, "src_lengths": torch.full((size,), length)}, "target": target}
+
+
+def concat(a: dict, b: dict) -> dict:
+    return {"id": torch.cat([a["id"], b["id"]]), "nsentences": a["nsentences"] + b["nsentences"],
+            "ntokens": a["ntokens"] + b["ntokens"],
+            "net_input": {key: torch.cat([a["net_input"][key], b["net_input"][key]]) for key in a["net_input"]},
+            "target": torch.cat([a["target"], b["target"]])}
+
+
+def make_trainer(model: RobertaModel, clip_norm: float = 0.0) -> Trainer:
+    optimizer = Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    return Trainer(model, MaskedLMCriterion(padding_idx=1), optimizer, FixedSchedule(optimizer, [1e-3]),
+                   device=torch.device("cpu"), clip_norm=clip_norm)
+
+
+@pytest.fixture
+def model() -> RobertaModel:
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=64, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
+                         encoder_attention_heads=4, max_positions=32, dropout=0.0, attention_dropout=0.0)
+    return RobertaModel(config)
+
+
+@pytest.mark.parametrize("clip_norm", [0.0, 0.05])
+def test_accumulated_micro_batches_equal_one_large_batch(model: RobertaModel, clip_norm: float) -> None:
+    accumulated, single = make_trainer(copy.deepcopy(model), clip_norm), make_trainer(copy.deepcopy(model), clip_norm)
+    for step in range(3):
+        first, second = make_batch(2 * step), make_batch(2 * step + 1)
+        out_a = accumulated.train_step([first, second])
+        out_b = single.train_step([concat(first, second)])
+        assert out_a["gnorm"] == pytest.approx(out_b["gnorm"], rel=1e-5)
+        assert out_a["logging_output"]["sample_size"] == out_b["logging_output"]["sample_size"]
+    for (name, a), b in zip(accumulated.model.named_parameters(), single.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_gradient_is_normalised_by_total_sample_size(model: RobertaModel) -> None:
+    """Duplicating a micro-batch must not change the gradient (it is a mean over predictions)."""
+    once, twice = make_trainer(copy.deepcopy(model)), make_trainer(copy.deepcopy(model))
+    batch = make_batch(7)
+    assert once.train_step([batch])["gnorm"] == pytest.approx(twice.train_step([batch, batch])["gnorm"], rel=1e-5)
+
+
+def test_non_finite_gradient_stops_with_the_update_named(model: RobertaModel) -> None:
+    trainer = make_trainer(model)
+    with torch.no_grad():
+        model.encoder.lm_head.dense.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="update 1"):
+        trainer.train_step([make_batch(0)])
+
+
+def test_empty_placeholder_batches_are_skipped(model: RobertaModel) -> None:
+    trainer = make_trainer(model)
+    assert trainer.train_step([{}]) is None
+    assert trainer.num_updates == 0
