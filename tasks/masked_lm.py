@@ -71,7 +71,10 @@ class MaskedLMTask(Task):
         tokens = load_indexed_dataset(str(prefix), combine=split == "train")
         blocks = TokenBlockDataset(tokens, tokens.sizes, block_size=self.tokens_per_sample,
                                    break_mode=self.break_mode, pad=self.dictionary.pad(),
-                                   eos=self.dictionary.eos(), bos=self.dictionary.bos())
+                                   eos=self.dictionary.eos(), bos=self.dictionary.bos(),
+                                   # Overlong lines are dropped (train) or reported (valid) by the
+                                   # length filter, as fairseq does, rather than failing here.
+                                   allow_overlong=True)
         logger.info("loaded %d blocks from %s", len(blocks), prefix)
         freq_weights = None
         if self.freq_weighted:
