@@ -10,7 +10,6 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ from roberta.cli.common import run_cli
 from roberta.data.dictionary import Dictionary, build_dictionary, find_line_offsets, iter_lines
 from roberta.data.indexed_dataset import MMapIndexedDatasetBuilder, best_fitting_dtype
 from roberta.errors import UserError
+from roberta.logging import DATE_FORMAT, LINE_FORMAT, setup_logging
 
 logger = logging.getLogger("roberta.preprocess")
 
-LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     destdir = Path(args.destdir)
     destdir.mkdir(parents=True, exist_ok=True)
     log_file = logging.FileHandler(destdir / "preprocess.log", encoding="utf-8")
-    log_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    log_file.setFormatter(logging.Formatter(LINE_FORMAT, DATE_FORMAT))
     logger.addHandler(log_file)
     logger.setLevel(logging.INFO)
     try:
@@ -180,7 +179,7 @@ def binarize_range(dictionary: Dictionary, path: str, start: int, end: int, out_
 
 
 def cli_main() -> None:
-    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO, stream=sys.stderr)
+    setup_logging()
     run_cli(main, "roberta-preprocess")
 
 
