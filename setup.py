@@ -16,6 +16,7 @@ setup(
             "roberta-train=roberta.cli.train:cli_main",
             "roberta-validate=roberta.cli.validate:cli_main",
             "roberta-bpe=roberta.cli.bpe:cli_main",
+            "roberta-convert=roberta.cli.convert:cli_main",
         ],
     },
 )

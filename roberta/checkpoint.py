@@ -55,7 +55,7 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     add("--save-dir", default="checkpoints", metavar="DIR", help="directory to write checkpoints to")
     add("--restore-file", default=DEFAULT_RESTORE_FILE, metavar="FILE",
         help="checkpoint to resume from; the default means <save-dir>/checkpoint_last.pt if it exists, "
-             "any other value is a path (relative to the current directory) that must exist")
+             "any other value is a path that must exist: ours, a fairseq model.pt or a Hugging Face folder")
     add("--finetune-from-model", default=None, metavar="FILE",
         help="start from this model with all --reset-* implied, unless <save-dir>/checkpoint_last.pt "
              "already exists (then that run is resumed)")
@@ -160,7 +160,7 @@ def resolve_restore_file(restore_file: str, save_dir: str | os.PathLike, finetun
 
 
 def _existing_file(path: Path, flag: str, save_dir: str | os.PathLike) -> Path:
-    if path.is_file():
+    if path.is_file() or (path / "config.json").is_file():  # or a Hugging Face model folder
         return path
     in_save_dir, hint = Path(save_dir) / path, "pass an existing checkpoint file"
     if not path.is_absolute() and in_save_dir.is_file():

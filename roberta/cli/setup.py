@@ -10,6 +10,7 @@ from roberta import checkpoint
 from roberta.data.batching import batch_by_size, filter_by_size
 from roberta.data.iterators import EpochBatchIterator
 from roberta.errors import UserError
+from roberta.models.pretrained import check_tying, load_pretrained
 from roberta.registry import CRITERIONS, LR_SCHEDULERS, OPTIMIZERS, TASKS
 from roberta.trainer import Trainer
 
@@ -46,8 +47,16 @@ def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.Chec
     if path is None:
         logger.info("no checkpoint found in %s: starting from scratch", args.save_dir)
         return None
-    state = checkpoint.load_checkpoint(path, unsafe=args.unsafe_load)
+    pretrained = load_pretrained(path, unsafe=args.unsafe_load)
+    check_tying(pretrained, trainer.model.config, path)
     resets = resets.merged_with(checkpoint.Resets.from_args(args))
+    state = pretrained.training_state
+    if pretrained.source != "ours":
+        # Its optimizer and data position (if any) are fairseq's or none at all: only weights carry over.
+        logger.info("%s is a %s model, not a roberta-train checkpoint: starting from its weights with a "
+                    "fresh optimizer, LR schedule, update count, data position and meters (as with "
+                    "--reset-optimizer --reset-dataloader --reset-meters)", path, pretrained.source)
+        state, resets = {"model": pretrained.state_dict}, checkpoint.Resets(True, True, True, True)
     extra_state = trainer.load_checkpoint(state, resets, path=path,
                                           optimizer_overrides=checkpoint.parse_optimizer_overrides(
                                               args.optimizer_overrides))

@@ -1,7 +1,8 @@
 """`roberta-validate`: score a checkpoint on one or more splits, with the training run's settings.
 
 As fairseq-validate does, the task is rebuilt from the flags stored in the checkpoint; flags
-given on this command line override them.
+given on this command line override them. `--path` may also be a fairseq `model.pt` or a
+Hugging Face folder: the model's sizes are read from the file, the task flags from the command line.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from roberta.cli.setup import epoch_iterator, pick_device
 from roberta.errors import UserError
 from roberta.evaluation import Validator
 from roberta.logging import setup_logging
+from roberta.models.pretrained import check_tying, load_pretrained
 from roberta.models.weights import load_model_weights
 from roberta.registry import CRITERIONS, TASKS
 from roberta.trainer import Trainer
@@ -36,13 +38,15 @@ def _checkpoint_path(argv: Sequence[str] | None) -> tuple[str, bool]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     path, unsafe = _checkpoint_path(argv)
-    state = checkpoint.load_checkpoint(path, unsafe=unsafe)
-    trained_with = checkpoint.training_flags(state)
-    args = options.parse_args(argv, train=False, defaults=trained_with)
+    setup_logging()
+    pretrained = load_pretrained(path, unsafe=unsafe)
+    state = pretrained.training_state or {}
+    args = options.parse_args(argv, train=False, defaults=pretrained.training_flags())
     setup_logging(args.log_file)
     task = TASKS.get(args.task).setup_task(args)
     model = task.build_model(args)
-    load_model_weights(model, state["model"], path=path)
+    check_tying(pretrained, model.config, path)
+    load_model_weights(model, pretrained.state_dict, path=path)
     criterion = CRITERIONS.get(args.criterion).from_args(args, task)
     trainer = Trainer(model, criterion, optimizer=None, lr_scheduler=None, device=pick_device(args.cpu))
     trainer.num_updates = checkpoint.num_updates(state)
