@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+import torch
+
+from roberta.data.bpe import build_bpe
 from roberta.data.dictionary import Dictionary
 from roberta.data.indexed_dataset import dataset_exists, load_indexed_dataset
 from roberta.data.masking import MaskedLMDataset
@@ -33,6 +36,17 @@ class MaskedLMTask(Task):
                             help="share of predicted tokens replaced by a random token")
         parser.add_argument("--freq-weighted-replacement", action="store_true",
                             help="draw random replacement tokens by dictionary frequency")
+        parser.add_argument("--mask-whole-words", action="store_true",
+                            help="mask all subword pieces of a chosen word (needs --bpe and its files)")
+        parser.add_argument("--mask-multiple-length", type=int, default=1,
+                            help="mask spans of this many tokens (or words)")
+        parser.add_argument("--mask-stdev", type=float, default=0.0,
+                            help="standard deviation of the span length around --mask-multiple-length")
+        parser.add_argument("--bpe", choices=("gpt2", "sentencepiece"),
+                            help="the BPE the data was encoded with (for --mask-whole-words)")
+        parser.add_argument("--gpt2-encoder-json", help="GPT-2 encoder.json (with --bpe gpt2)")
+        parser.add_argument("--gpt2-vocab-bpe", help="GPT-2 vocab.bpe (with --bpe gpt2)")
+        parser.add_argument("--sentencepiece-model", help="sentencepiece model (with --bpe sentencepiece)")
 
     @classmethod
     def setup_task(cls, args: argparse.Namespace) -> "MaskedLMTask":
@@ -48,9 +62,11 @@ class MaskedLMTask(Task):
         dictionary = Dictionary.load(paths[0] / "dict.txt")
         dictionary.add_symbol("<mask>")
         logger.info("dictionary: %d types", len(dictionary))
-        return cls(args, paths, dictionary)
+        word_begins = _word_begins(args, dictionary) if args.mask_whole_words else None
+        return cls(args, paths, dictionary, word_begins)
 
-    def __init__(self, args: argparse.Namespace, paths: list, dictionary: Dictionary) -> None:
+    def __init__(self, args: argparse.Namespace, paths: list, dictionary: Dictionary,
+                 word_begins: torch.Tensor | None = None) -> None:
         self.paths = paths
         self.dictionary = dictionary
         self.mask_idx = dictionary.index("<mask>")
@@ -61,6 +77,9 @@ class MaskedLMTask(Task):
         self.leave_unmasked_prob = args.leave_unmasked_prob
         self.random_token_prob = args.random_token_prob
         self.freq_weighted = args.freq_weighted_replacement
+        self.word_begins = word_begins
+        self.mask_multiple_length = args.mask_multiple_length
+        self.mask_stdev = args.mask_stdev
 
     def load_dataset(self, split: str, epoch: int = 1) -> MaskedLMDataset:
         # As fairseq: with several ':'-separated data directories, epoch e reads directory (e-1) mod n.
@@ -82,7 +101,9 @@ class MaskedLMTask(Task):
         return MaskedLMDataset(blocks, seed=self.seed, mask_idx=self.mask_idx,
                                vocab_size=len(self.dictionary), pad_idx=self.dictionary.pad(),
                                mask_prob=self.mask_prob, leave_unmasked_prob=self.leave_unmasked_prob,
-                               random_token_prob=self.random_token_prob, freq_weights=freq_weights)
+                               random_token_prob=self.random_token_prob, freq_weights=freq_weights,
+                               word_begins=self.word_begins, mask_multiple_length=self.mask_multiple_length,
+                               mask_stdev=self.mask_stdev)
 
     def build_model(self, args: argparse.Namespace) -> RobertaModel:
         config = build_model_config(args, len(self.dictionary))
@@ -93,3 +114,15 @@ class MaskedLMTask(Task):
 
     def max_positions(self) -> int:
         return self.tokens_per_sample
+
+
+def _word_begins(args: argparse.Namespace, dictionary: Dictionary) -> torch.Tensor:
+    """Per dictionary entry: does it start a word? Specials count as word starts, as in fairseq."""
+    if args.bpe is None:
+        raise UserError("--mask-whole-words needs --bpe gpt2 (with --gpt2-encoder-json and --gpt2-vocab-bpe) "
+                        "or --bpe sentencepiece (with --sentencepiece-model)")
+    bpe = build_bpe(args.bpe, encoder_json=args.gpt2_encoder_json, vocab_bpe=args.gpt2_vocab_bpe,
+                    sentencepiece_model=args.sentencepiece_model)
+    begins = [index < dictionary.nspecial or symbol.startswith("madeupword") or symbol == "<mask>"
+              or bpe.is_beginning_of_word(symbol) for index, symbol in enumerate(dictionary.symbols)]
+    return torch.tensor(begins, dtype=torch.bool)

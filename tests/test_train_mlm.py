@@ -106,3 +106,17 @@ def test_sample_break_modes_train(demo_data_bin: Path, tmp_path: Path, break_mod
     train.main(tiny_run(demo_data_bin, tmp_path, "--lr", "1e-3", "--max-update", "2", "--total-num-update", "20",
                         "--sample-break-mode", break_mode, "--tokens-per-sample", "128"))
     assert (tmp_path / "checkpoint_last.pt").is_file()
+
+
+def test_whole_word_and_span_masking_flags(demo_data_bin: Path, tmp_path: Path) -> None:
+    bpe_dir = demo_data_bin.parent / "bpe"
+    train.main(tiny_run(demo_data_bin, tmp_path, "--lr", "1e-3", "--max-update", "2", "--total-num-update", "20",
+                        "--mask-whole-words", "--bpe", "gpt2", "--gpt2-encoder-json", str(bpe_dir / "encoder.json"),
+                        "--gpt2-vocab-bpe", str(bpe_dir / "vocab.bpe"), "--mask-multiple-length", "2"))
+    assert (tmp_path / "checkpoint_last.pt").is_file()
+
+
+def test_whole_word_masking_without_bpe_is_refused(demo_data_bin: Path, tmp_path: Path) -> None:
+    from roberta.errors import UserError
+    with pytest.raises(UserError, match="--mask-whole-words needs --bpe"):
+        train.main(tiny_run(demo_data_bin, tmp_path, "--mask-whole-words", "--max-update", "1"))
