@@ -32,7 +32,8 @@ class MaskedLMCriterion(Criterion):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
                                reduction="sum", ignore_index=self.padding_idx)
         logging_output = {
-            "loss": float(loss.detach()),
+            # A tensor: read back once per update, not once per micro-batch.
+            "loss": loss.detach(),
             "ntokens": sample["ntokens"],
             "nsentences": sample["nsentences"],
             "sample_size": sample_size,

@@ -1,6 +1,7 @@
 """The criterion interface: a loss that also reports summable logging outputs."""
 from __future__ import annotations
 
+import abc
 import argparse
 import math
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 LN2 = math.log(2)
 
 
-class Criterion(torch.nn.Module):
+class Criterion(torch.nn.Module, abc.ABC):
     """`forward` returns (summed loss, sample_size, logging_output).
 
     Every value in a logging output is a sum over examples, so outputs of micro-batches,
@@ -25,18 +26,20 @@ class Criterion(torch.nn.Module):
     def from_args(cls, args: argparse.Namespace, task: Any) -> "Criterion":
         return cls()
 
+    @abc.abstractmethod
     def forward(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict]:
-        raise NotImplementedError
+        """Summed loss, sample size, and a logging output whose values are numbers or 0-d tensors."""
 
     @staticmethod
+    @abc.abstractmethod
     def reduce_metrics(logging_output: dict) -> dict[str, float]:
         """Turn one summed logging output into displayed metrics (losses in base 2)."""
-        raise NotImplementedError
 
 
 def sum_logging_outputs(outputs: list[dict]) -> dict:
+    """Add logging outputs key by key; 0-d tensors are read back to the host once, here."""
     total: dict = {}
     for output in outputs:
         for key, value in output.items():
             total[key] = total.get(key, 0) + value
-    return total
+    return {key: value.item() if torch.is_tensor(value) else value for key, value in total.items()}

@@ -1,6 +1,7 @@
 """The task interface: what a task file implements to plug into the shared trainer."""
 from __future__ import annotations
 
+import abc
 import argparse
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 from roberta.errors import UserError
 
 
-class Task:
+class Task(abc.ABC):
     """A task owns its data (datasets, dictionary), adds its heads to the model and picks a criterion."""
 
     @staticmethod
@@ -18,18 +19,21 @@ class Task:
         """Declare the task's own flags."""
 
     @classmethod
+    @abc.abstractmethod
     def setup_task(cls, args: argparse.Namespace) -> "Task":
-        raise NotImplementedError
+        """Check the task's flags, load its dictionary, return the task."""
 
+    @abc.abstractmethod
     def load_dataset(self, split: str, epoch: int = 1) -> Any:
         """Return a dataset following the contract in CONTRIBUTING.md."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def build_model(self, args: argparse.Namespace) -> torch.nn.Module:
-        raise NotImplementedError
+        """The model with this task's heads registered."""
 
+    @abc.abstractmethod
     def max_positions(self) -> int:
-        raise NotImplementedError
+        """The longest example (in tokens) the task feeds the model."""
 
     def begin_valid_epoch(self, epoch: int) -> None:
         """Hook before a validation pass (e.g. to reset prediction buffers)."""

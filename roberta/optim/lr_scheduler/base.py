@@ -6,6 +6,7 @@ epoch (1-based); both return the LR now in force. `get_lr()` is that LR before p
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, Sequence
 
 from torch.optim import Optimizer
@@ -13,7 +14,7 @@ from torch.optim import Optimizer
 from roberta.errors import UserError
 
 
-class LRScheduler:
+class LRScheduler(abc.ABC):
     """Base class: subclasses implement `lr_at(num_updates)` and may override `step_epoch`."""
 
     def __init__(self, optimizer: Optimizer) -> None:
@@ -21,8 +22,9 @@ class LRScheduler:
         self.num_updates = 0
         self.lr = 0.0
 
+    @abc.abstractmethod
     def lr_at(self, num_updates: int) -> float:
-        raise NotImplementedError
+        """The LR (before per-group scaling) after `num_updates` updates."""
 
     def step_update(self, num_updates: int) -> float:
         self.num_updates = num_updates
