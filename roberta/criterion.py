@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from roberta.errors import UserError
+
 LN2 = math.log(2)
 
 
@@ -25,6 +27,12 @@ class Criterion(torch.nn.Module, abc.ABC):
     @classmethod
     def from_args(cls, args: argparse.Namespace, task: Any) -> "Criterion":
         return cls()
+
+    def collect_predictions(self, records: list[dict] | None) -> None:
+        """From now on, append one record per example (a dict with its "id") to `records`; None stops."""
+        if records is not None:
+            raise UserError(f"--save-predictions: the {type(self).__name__} criterion does not produce "
+                            f"per-example predictions")
 
     @abc.abstractmethod
     def forward(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict]:

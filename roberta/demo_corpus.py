@@ -50,3 +50,31 @@ def write_corpus(path: str | Path, num_documents: int, seed: int) -> Path:
         for _ in range(num_documents):
             handle.write("\n".join(make_document(rng)) + "\n\n")
     return path
+
+
+NAMES = ["Anna", "Tom", "Lucy", "Peter", "Mary", "John", "Kate", "Sam", "Emma", "Jack", "Lily", "Ben"]
+KEPT_THINGS = ["dog", "cat", "goat", "pony", "parrot", "rabbit", "lamp", "drum", "kite", "violin", "clock",
+               "ladder", "basket", "hammer", "mirror", "candle", "teapot", "compass", "blanket", "lantern",
+               "bucket", "whistle", "saddle", "trumpet", "barrel", "sofa", "piano", "globe", "radio", "wagon"]
+
+
+def make_race_exam(rng: random.Random, questions: int = 3, fillers: int = 1) -> dict:
+    """One RACE-format exam whose answers can only be found by reading the article.
+
+    Each question asks what a person keeps; the article says it, among `fillers` sentences
+    from the grammar, and the three wrong options never occur in the article.
+    """
+    names = rng.sample(NAMES, questions)
+    kept = rng.sample(KEPT_THINGS, questions)
+    facts = [f"{name} keeps a {thing} in the house." for name, thing in zip(names, kept)]
+    sentences = facts + [make_sentence(rng) for _ in range(fillers)]
+    rng.shuffle(sentences)
+    exam = {"article": " ".join(sentences), "questions": [], "options": [], "answers": []}
+    for name, thing in zip(names, kept):
+        wrong = rng.sample([other for other in KEPT_THINGS if other not in kept], 3)
+        answer = rng.randrange(4)
+        choices = wrong[:answer] + [thing] + wrong[answer:]
+        exam["questions"].append(f"What does {name} keep in the house?")
+        exam["options"].append([f"a {choice}" for choice in choices])
+        exam["answers"].append("ABCD"[answer])
+    return exam

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+from pathlib import Path
+
+import torch.distributed as dist
 
 from roberta.criterion import sum_logging_outputs
 from roberta.errors import UserError
@@ -34,6 +38,8 @@ class Validator:
         self.subsets = [name for name in args.valid_subset.split(",") if name]
         self.metric = getattr(args, "best_checkpoint_metric", "loss")
         self.log_format = args.log_format
+        self.task = task
+        self.save_predictions = getattr(args, "save_predictions", None)
         self._build_iterator = build_iterator
         self._batches: dict[str, tuple] = {}
 
@@ -45,12 +51,21 @@ class Validator:
         dataset, batches, num_workers = self._batches[subset]
         return EpochBatchIterator(dataset, batches, seed=1, shuffle=False, num_workers=num_workers)
 
-    def __call__(self, trainer: Trainer, epoch: int, manager=None) -> float | None:
+    def __call__(self, trainer: Trainer, epoch: int, manager=None, *, end_of_epoch: bool = True) -> float | None:
         """Validate every subset; `manager` (a CheckpointManager) supplies the best score so far."""
         first_metric = None
         for subset in self.subsets:
-            stats = evaluate(trainer, self._iterator(subset))
+            records = [] if self.save_predictions else None
+            trainer.criterion.collect_predictions(records)
+            try:
+                stats = evaluate(trainer, self._iterator(subset))
+            finally:
+                trainer.criterion.collect_predictions(None)
+            if records is not None:
+                stats.update(self._write_predictions(records, subset))
             stats["num_updates"] = trainer.num_updates
+            if end_of_epoch and subset == self.subsets[0]:
+                self._warn_if_chance(stats, subset, epoch)
             if first_metric is None and manager is not None:
                 first_metric = self._metric_value(stats)
                 best = manager.best
@@ -67,3 +82,40 @@ class Validator:
             raise UserError(f"--best-checkpoint-metric {self.metric}: validation reports only "
                             f"{', '.join(sorted(stats))}")
         return float(stats[self.metric])
+
+    def _write_predictions(self, records: list[dict], subset: str) -> dict[str, float]:
+        """Gather every rank's records; one writer (rank 0) writes them in dataset order."""
+        records = gather_records(records)
+        if records is None:
+            return {}
+        path = Path(self.save_predictions)
+        if len(self.subsets) > 1:
+            path = path.with_name(f"{path.stem}.{subset}{path.suffix}")
+        return self.task.write_predictions(records, path, subset)
+
+    def _warn_if_chance(self, stats: dict, subset: str, epoch: int) -> None:
+        chance = self.task.chance_accuracy()
+        if chance is None or "accuracy" not in stats or stats["num_examples"] == 0:
+            return
+        # Two standard errors of a guesser's accuracy on this many examples, but at least one point.
+        p = chance / 100.0
+        band = max(200.0 * math.sqrt(p * (1.0 - p) / stats["num_examples"]), 1.0)
+        if abs(stats["accuracy"] - chance) <= band:
+            logger.warning(
+                "validation accuracy on '%s' is %.1f%% after epoch %d, which is chance level (%.1f%%). "
+                "Usual causes: the pretrained weights were not restored (check --restore-file and the "
+                "'loaded' lines above), wrong --init-token/--separator-token (RoBERTa: 0 and 2), a too "
+                "high --lr, or an unlucky start: retry with another --seed", subset, stats["accuracy"],
+                epoch, chance)
+
+
+def gather_records(records: list[dict]) -> list[dict] | None:
+    """All ranks' prediction records sorted by example id on rank 0 (None elsewhere); duplicates dropped."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, records)
+        if dist.get_rank() != 0:
+            return None
+        records = [record for part in gathered for record in part]
+    unique = {record["id"]: record for record in records}
+    return [unique[key] for key in sorted(unique)]

@@ -31,25 +31,44 @@ _warned: set[tuple[str, str]] = set()
 T = TypeVar("T")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current `sys.stderr`, which may be replaced after setup (by a test harness,
+    a notebook or a caller capturing output), instead of keeping a possibly closed stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(log_file: str | None = None, rank: int = 0, level: int = logging.INFO) -> None:
     """Send log records to stderr (and appended to `log_file`); ranks > 0 keep warnings only.
 
     Calling it again replaces the handlers it installed before, never anyone else's.
     """
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [_StderrHandler()]
     if log_file:
         handlers.append(_open_log_file(log_file))
+    reset_logging()
     root = logging.getLogger()
-    while _installed_handlers:
-        handler = _installed_handlers.pop()
-        root.removeHandler(handler)
-        handler.close()
     formatter = logging.Formatter(LINE_FORMAT, DATE_FORMAT)
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
         _installed_handlers.append(handler)
     root.setLevel(level if rank == 0 else max(level, logging.WARNING))
+
+
+def reset_logging() -> None:
+    """Remove the handlers `setup_logging` installed (for a caller that ran a CLI in-process)."""
+    root = logging.getLogger()
+    while _installed_handlers:
+        handler = _installed_handlers.pop()
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _open_log_file(log_file: str) -> logging.Handler:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from roberta import checkpoint, logging as roberta_logging
+from roberta import checkpoint, logging as roberta_logging, precision
 from roberta.cli.common import import_user_modules
 from roberta.errors import UserError
 from roberta.models import add_model_args
 from roberta.optim import add_optimization_args
 from roberta.registry import ARCHS, CRITERIONS, LR_SCHEDULERS, OPTIMIZERS, TASKS
+
+
+DDP_BACKENDS = ("c10d", "pytorch_ddp", "no_c10d", "legacy_ddp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +44,18 @@ def _add_common_args(parser: argparse.ArgumentParser) -> None:
                        help="seed for data order, masking and dropout (dropout uses seed + update)")
     group.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is visible")
     roberta_logging.add_logging_args(parser)
+
+
+def _add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("distributed")
+    group.add_argument("--ddp-backend", default="pytorch_ddp", choices=DDP_BACKENDS,
+                       help="how gradients are synchronised across processes: c10d/pytorch_ddp overlap "
+                            "the all-reduce with backward; no_c10d/legacy_ddp all-reduce once after "
+                            "all micro-batches")
+    group.add_argument("--distributed-world-size", type=int,
+                       help="total number of processes (default: all visible GPUs, or 1)")
+    group.add_argument("--find-unused-parameters", action="store_true",
+                       help="let DDP tolerate parameters that get no gradient in a step")
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, train: bool) -> None:
@@ -75,10 +90,16 @@ def build_parser(*, train: bool) -> argparse.ArgumentParser:
     _add_component_choices(parser, train=train)
     _add_common_args(parser)
     _add_dataset_args(parser, train=train)
+    _add_distributed_args(parser)
+    precision.add_precision_args(parser.add_argument_group("precision"))
     if not train:
         parser.add_argument("--path", required=True, help="checkpoint to evaluate")
         parser.add_argument("--unsafe-load", action="store_true",
                             help="allow a checkpoint that needs full unpickling (only for files you trust)")
+        parser.add_argument("--save-predictions", metavar="PATH",
+                            help="write the task's per-example predictions here, in dataset order "
+                                 "(a file or a folder, depending on the task); with several "
+                                 "--valid-subset values the subset name is added to the name")
         add_model_args(parser.add_argument_group("model"))
     return parser
 
@@ -130,7 +151,12 @@ def validate_args(args: argparse.Namespace, *, train: bool) -> None:
         raise UserError(f"--required-batch-size-multiple must be >= 1, got {args.required_batch_size_multiple}")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+    if args.distributed_world_size is not None and args.distributed_world_size > 1:
+        raise UserError(f"--distributed-world-size {args.distributed_world_size}: multi-process training "
+                        f"is not available in this version; run one process (multi-GPU comes with torchrun "
+                        f"support)")
     if train:
         checkpoint.validate_checkpoint_args(args)
+        precision.validate_precision_args(args)
         if args.validate_interval < 1:
             raise UserError(f"--validate-interval must be >= 1, got {args.validate_interval}")

@@ -38,6 +38,14 @@ class Task(abc.ABC):
     def begin_valid_epoch(self, epoch: int) -> None:
         """Hook before a validation pass (e.g. to reset prediction buffers)."""
 
+    def chance_accuracy(self) -> float | None:
+        """Validation accuracy (%) of guessing, for the stuck-at-chance warning; None if it does not apply."""
+        return None
+
+    def write_predictions(self, records: list[dict], path: Path, split: str) -> dict[str, float]:
+        """Write the criterion's per-example records (sorted by id) to `path`; returns extra metrics."""
+        raise UserError(f"--save-predictions: this task ({type(self).__name__}) has no prediction format")
+
 
 def data_directory(data: str, flag: str = "data") -> Path:
     """The data directory for this run, checked to exist."""

@@ -12,6 +12,8 @@ from roberta import checkpoint
 from roberta.criterion import Criterion, sum_logging_outputs
 from roberta.errors import UserError
 from roberta.models.weights import load_model_weights
+from roberta.optim.loss_scaler import DynamicLossScaler
+from roberta.precision import FP32, Precision
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +27,18 @@ class Trainer:
 
     The gradient of an update is the sum of per-example losses over all micro-batches divided
     by the total sample size, as in fairseq, so `--update-freq N` equals an N times larger batch.
+    With a `loss_scaler` (float16) an update whose gradient overflows is skipped, as in fairseq:
+    it does not count in `num_updates` and leaves the weights and the LR as they were.
     """
 
     def __init__(self, model: torch.nn.Module, criterion: Criterion, optimizer: torch.optim.Optimizer,
-                 lr_scheduler: Any, *, device: torch.device, clip_norm: float = 0.0, seed: int = 1) -> None:
+                 lr_scheduler: Any, *, device: torch.device, clip_norm: float = 0.0, seed: int = 1,
+                 precision: Precision = FP32, loss_scaler: DynamicLossScaler | None = None) -> None:
         self.device = device
-        self.model = model.to(device)
+        self.precision = precision
+        self.loss_scaler = loss_scaler
+        # In place, so the optimizer built on these parameters keeps them.
+        self.model = model.to(device=device, dtype=precision.param_dtype)
         self.criterion = criterion.to(device)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -53,20 +61,21 @@ class Trainer:
         start = time.perf_counter()
         logging_outputs: list[dict] = []
         sample_size = 0
+        loss_scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
         for sample in samples:
             if not sample:
                 continue
-            loss, size, logging_output = self.criterion(self.model, self._to_device(sample))
-            loss.backward()
+            with self.precision.autocast(self.device):
+                loss, size, logging_output = self.criterion(self.model, self._to_device(sample))
+            (loss * loss_scale).backward()
             sample_size += size
             logging_outputs.append(logging_output)
         if sample_size == 0:
             return None
-        grad_norm = self._normalize_and_clip(1.0 / sample_size)
-        if not math.isfinite(grad_norm):
-            raise TrainingDiverged(f"the gradient norm became {grad_norm} at update {self.num_updates + 1}; "
-                                   f"lower --lr, set --clip-norm, or check the data. Nothing was saved "
-                                   f"after the last good checkpoint")
+        grad_norm = self._normalize_and_clip(1.0 / (sample_size * loss_scale))
+        if not self._usable(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         self.optimizer.step()
         self.num_updates += 1
         lr = self.lr_scheduler.step_update(self.num_updates)
@@ -78,12 +87,32 @@ class Trainer:
             "train_wall": time.perf_counter() - start,
         }
 
+    def _usable(self, grad_norm: float) -> bool:
+        """Whether the gradients may be applied: an fp16 overflow skips the update, any other
+        non-finite norm stops training."""
+        if self.loss_scaler is None:
+            if not math.isfinite(grad_norm):
+                raise TrainingDiverged(f"the gradient norm became {grad_norm} at update {self.num_updates + 1}; "
+                                       f"lower --lr, set --clip-norm, or check the data. Nothing was saved "
+                                       f"after the last good checkpoint")
+            return True
+        if self.loss_scaler.update(grad_norm):
+            return True
+        logger.info("NOTE: gradient overflow detected, ignoring gradient, setting loss scale to: %g",
+                    self.loss_scaler.scale)
+        return False
+
     def _normalize_and_clip(self, scale: float) -> float:
-        """Scale gradients by `scale` and clip them in one pass; returns the true (unclipped) norm."""
+        """Scale gradients by `scale` and clip them in one pass; returns the true (unclipped) norm.
+
+        `scale` also undoes the loss scale, so 16-bit gradients are touched once.
+        """
         grads = [p.grad for p in self._params if p.grad is not None]
         if not grads:
             return 0.0
-        raw_norm = float(torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True))
+        # Summed in fp32: a 16-bit norm of loss-scaled gradients overflows long before they do.
+        norms = torch._foreach_norm(grads, 2.0, dtype=torch.float32)
+        raw_norm = float(torch.linalg.vector_norm(torch.stack(norms)))
         grad_norm = raw_norm * scale
         if self.clip_norm > 0 and grad_norm > self.clip_norm:
             scale *= self.clip_norm / (grad_norm + 1e-6)
@@ -95,7 +124,8 @@ class Trainer:
     def valid_step(self, sample: dict) -> dict:
         self.model.eval()
         self.criterion.eval()
-        _, _, logging_output = self.criterion(self.model, self._to_device(sample))
+        with self.precision.autocast(self.device):
+            _, _, logging_output = self.criterion(self.model, self._to_device(sample))
         return logging_output
 
     def _to_device(self, sample: dict) -> dict:
@@ -105,7 +135,7 @@ class Trainer:
 
     def extra_stats(self) -> dict[str, float]:
         """Trainer-level fields for the logs beyond the criterion's (precision, OOM)."""
-        return {}
+        return {} if self.loss_scaler is None else {"loss_scale": self.loss_scaler.scale}
 
     def checkpoint_state(self, args, extra_state: dict) -> dict:
         """Everything a resume needs, with fairseq's top-level checkpoint keys."""
@@ -113,7 +143,7 @@ class Trainer:
         cfg["model"] = self.model.config.to_dict()
         return checkpoint.build_checkpoint_state(
             cfg=cfg, model_state=self.model.state_dict(), criterion_name=type(self.criterion).__name__,
-            optimizer_name=type(self.optimizer).__name__, optimizer_state=self.optimizer.state_dict(),
+            optimizer_name=type(self.optimizer).__name__, optimizer_state=self._optimizer_state(),
             lr_scheduler_state=self.lr_scheduler.state_dict(), num_updates=self.num_updates,
             previous_history=self._optimizer_history, save_optimizer_state=not args.no_save_optimizer_state,
             **extra_state)
@@ -125,7 +155,7 @@ class Trainer:
                                        optimizer_overrides=optimizer_overrides)
         load_model_weights(self.model, plan.model, path=path)
         if plan.optimizer_state is not None:
-            self.optimizer.load_state_dict(plan.optimizer_state)
+            self._load_optimizer_state(plan.optimizer_state)
             for group in self.optimizer.param_groups:
                 group.update(plan.optimizer_overrides)
         if plan.lr_scheduler_state is not None:
@@ -135,6 +165,22 @@ class Trainer:
         self._optimizer_history = plan.optimizer_history
         return {"train_iterator": plan.train_iterator, "metrics": plan.metrics, "best": plan.best,
                 "previous_training_time": plan.previous_training_time}
+
+    def _optimizer_state(self) -> dict:
+        """The optimizer's state plus the loss scaler's, which --reset-optimizer drops with it."""
+        state = self.optimizer.state_dict()
+        if self.loss_scaler is None:
+            return state
+        # `loss_scale` is where fairseq keeps the scale; the full state makes a resume exact.
+        return {**state, "loss_scale": self.loss_scaler.scale, "loss_scaler": self.loss_scaler.state_dict()}
+
+    def _load_optimizer_state(self, state: dict) -> None:
+        """Inverse of `_optimizer_state`. Without a scaler on both sides the scale starts afresh
+        (fp16 run from an fp32 checkpoint) or is dropped (fp32 run from an fp16 checkpoint)."""
+        if self.loss_scaler is not None and "loss_scaler" in state:
+            self.loss_scaler.load_state_dict(state["loss_scaler"])
+        self.optimizer.load_state_dict({key: value for key, value in state.items()
+                                        if key not in ("loss_scale", "loss_scaler")})
 
 
 def _move(value: Any, device: torch.device) -> Any:

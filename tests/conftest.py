@@ -13,6 +13,15 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(REPO_ROOT))
 
 
+@pytest.fixture(autouse=True)
+def _no_log_handlers_between_tests():
+    """A CLI run in-process installs log handlers; the next test starts without them."""
+    yield
+    from roberta.logging import reset_logging
+
+    reset_logging()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -223,12 +223,12 @@ def install_fake_apex(monkeypatch: pytest.MonkeyPatch) -> None:
 def fake_apex(monkeypatch: pytest.MonkeyPatch) -> None:
     """apex importable and the parameters treated as CUDA ones."""
     install_fake_apex(monkeypatch)
-    monkeypatch.setattr(adam_module, "_all_on_cuda", lambda groups: True)
+    monkeypatch.setattr(adam_module, "_all_fp32_on_cuda", lambda groups: True)
 
 
 def test_fallback_is_chosen_when_apex_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "apex", None)  # makes `import apex` raise ImportError
-    monkeypatch.setattr(adam_module, "_all_on_cuda", lambda groups: True)
+    monkeypatch.setattr(adam_module, "_all_fp32_on_cuda", lambda groups: True)
     assert adam_module._apex_fused_adam() is None
     assert type(build_adam(make_params(), lr=1e-3)) is Adam
 

@@ -11,6 +11,9 @@ from roberta.data.batching import batch_by_size, filter_by_size
 from roberta.data.iterators import EpochBatchIterator
 from roberta.errors import UserError
 from roberta.models.pretrained import check_tying, load_pretrained
+from roberta.optim.layer_decay import (align_saved_groups, count_encoder_layers, describe_param_groups,
+                                       layer_decay_param_groups)
+from roberta.precision import build_loss_scaler, resolve_precision
 from roberta.registry import CRITERIONS, LR_SCHEDULERS, OPTIMIZERS, TASKS
 from roberta.trainer import Trainer
 
@@ -27,17 +30,32 @@ def build_components(args: argparse.Namespace):
     """Task, trainer and checkpoint manager for a training run."""
     manager = checkpoint.CheckpointManager.from_args(args)
     manager.check_writable()
+    device = pick_device(args.cpu)
+    precision = resolve_precision(args, device)
     task = TASKS.get(args.task).setup_task(args)
-    model = task.build_model(args)
+    # On its device and in its storage type before the optimizer sees it (apex needs CUDA weights).
+    model = task.build_model(args).to(device=device, dtype=precision.param_dtype)
     criterion = CRITERIONS.get(args.criterion).from_args(args, task)
     logger.info("model %s: %s parameters (%s trained)", args.arch,
                 f"{sum(p.numel() for p in model.parameters()):,}",
                 f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}")
-    optimizer = OPTIMIZERS.get(args.optimizer).from_args(args, [p for p in model.parameters() if p.requires_grad])
+    optimizer = OPTIMIZERS.get(args.optimizer).from_args(args, trainable_param_groups(args, model))
     lr_scheduler = LR_SCHEDULERS.get(args.lr_scheduler).from_args(args, optimizer)
-    trainer = Trainer(model, criterion, optimizer, lr_scheduler, device=pick_device(args.cpu),
-                      clip_norm=args.clip_norm, seed=args.seed)
+    trainer = Trainer(model, criterion, optimizer, lr_scheduler, device=device, clip_norm=args.clip_norm,
+                      seed=args.seed, precision=precision, loss_scaler=build_loss_scaler(args, precision))
     return task, trainer, manager
+
+
+def trainable_param_groups(args: argparse.Namespace, model: torch.nn.Module) -> list[torch.Tensor] | list[dict]:
+    """The trainable parameters, in --lr-decay groups when layer-wise LR decay is on."""
+    if args.lr_decay == 1.0:
+        if args.lr_decay_layers is not None:
+            logger.warning("--lr-decay-layers %d has no effect without --lr-decay", args.lr_decay_layers)
+        return [p for p in model.parameters() if p.requires_grad]
+    num_layers = args.lr_decay_layers if args.lr_decay_layers is not None else count_encoder_layers(model)
+    groups = layer_decay_param_groups(model, args.lr_decay, num_layers)
+    logger.info("%s", describe_param_groups(args.lr_decay, groups))
+    return groups
 
 
 def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.CheckpointManager) -> dict | None:
@@ -57,6 +75,9 @@ def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.Chec
                     "fresh optimizer, LR schedule, update count, data position and meters (as with "
                     "--reset-optimizer --reset-dataloader --reset-meters)", path, pretrained.source)
         state, resets = {"model": pretrained.state_dict}, checkpoint.Resets(True, True, True, True)
+    if not resets.optimizer and state.get("last_optimizer_state") is not None:
+        state = {**state, "last_optimizer_state": align_saved_groups(state["last_optimizer_state"],
+                                                                     trainer.optimizer, path=path)}
     extra_state = trainer.load_checkpoint(state, resets, path=path,
                                           optimizer_overrides=checkpoint.parse_optimizer_overrides(
                                               args.optimizer_overrides))

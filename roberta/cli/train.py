@@ -62,6 +62,7 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
                               tensorboard_logdir=args.tensorboard_logdir)
     window = MeterGroup()
     window_start = time.perf_counter()
+    should_stop = False
     for samples in progress.wrap(itr, offset=itr.n):
         result = trainer.train_step(samples)
         if result is not None:
@@ -74,6 +75,9 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
             window.reset()
             window_start = time.perf_counter()
         end_of_epoch = epoch_itr.end_of_epoch()
+        if result is None and not end_of_epoch:
+            # A skipped update (fp16 overflow) leaves num_updates as it was: nothing new to save.
+            continue
         should_stop = validate_and_save(args, validator, trainer, manager, epoch_itr, epoch_meters,
                                         end_of_epoch, wall_start)
         if should_stop:
@@ -132,7 +136,7 @@ def validate_and_save(args: argparse.Namespace, validator: Validator, trainer: T
         or (args.validate_interval_updates > 0 and num_updates % args.validate_interval_updates == 0))
     val_metric = None
     if do_validate:
-        val_metric = validator(trainer, epoch, manager)
+        val_metric = validator(trainer, epoch, manager, end_of_epoch=end_of_epoch)
     should_stop = reached_max or (val_metric is not None and manager.should_stop_early(val_metric))
     if do_save:
         extra_state = {

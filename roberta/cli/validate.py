@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -20,6 +21,7 @@ from roberta.evaluation import Validator
 from roberta.logging import setup_logging
 from roberta.models.pretrained import check_tying, load_pretrained
 from roberta.models.weights import load_model_weights
+from roberta.precision import resolve_precision
 from roberta.registry import CRITERIONS, TASKS
 from roberta.trainer import Trainer
 
@@ -43,12 +45,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = pretrained.training_state or {}
     args = options.parse_args(argv, train=False, defaults=pretrained.training_flags())
     setup_logging(args.log_file)
+    if args.save_predictions and not Path(args.save_predictions).absolute().parent.is_dir():
+        raise UserError(f"--save-predictions {args.save_predictions}: the folder it goes in does not exist")
     task = TASKS.get(args.task).setup_task(args)
     model = task.build_model(args)
     check_tying(pretrained, model.config, path)
     load_model_weights(model, pretrained.state_dict, path=path)
     criterion = CRITERIONS.get(args.criterion).from_args(args, task)
-    trainer = Trainer(model, criterion, optimizer=None, lr_scheduler=None, device=pick_device(args.cpu))
+    device = pick_device(args.cpu)
+    trainer = Trainer(model, criterion, optimizer=None, lr_scheduler=None, device=device,
+                      precision=resolve_precision(args, device))
     trainer.num_updates = checkpoint.num_updates(state)
     logger.info("loaded %s (update %d)", path, trainer.num_updates)
     validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False))

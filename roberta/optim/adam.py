@@ -194,9 +194,12 @@ def _restore_fp32_moments(optimizer: Optimizer, state_dict: dict[str, Any]) -> N
 
 def build_adam(params: Params, *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                eps: float = 1e-8, weight_decay: float = 0.0) -> Optimizer:
-    """apex's FusedAdam (fairseq's eps) when apex is installed and every parameter is on CUDA."""
+    """apex's FusedAdam (fairseq's eps) when apex is installed and every parameter is fp32 on CUDA.
+
+    16-bit weights (--memory-efficient-*) stay with `Adam`, which keeps their moments in fp32.
+    """
     groups = as_param_groups(params, lr)
-    fused_adam = _apex_fused_adam() if _all_on_cuda(groups) else None
+    fused_adam = _apex_fused_adam() if _all_fp32_on_cuda(groups) else None
     if fused_adam is not None:
         try:
             return _with_fairseq_eps(fused_adam)([dict(g) for g in groups], lr=lr, betas=betas,
@@ -206,8 +209,8 @@ def build_adam(params: Params, *, lr: float, betas: tuple[float, float] = (0.9, 
     return Adam(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
-def _all_on_cuda(groups: list[dict[str, Any]]) -> bool:
-    return all(p.is_cuda for group in groups for p in group["params"])
+def _all_fp32_on_cuda(groups: list[dict[str, Any]]) -> bool:
+    return all(p.is_cuda and p.dtype == torch.float32 for group in groups for p in group["params"])
 
 
 def _apex_fused_adam() -> type[Optimizer] | None:

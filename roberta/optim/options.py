@@ -85,6 +85,17 @@ def _at_least(flag: str, kind: Callable[[str], float], minimum: float) -> Callab
     return parse
 
 
+def parse_lr_decay(text: str) -> float:
+    """`--lr-decay 0.75`: the per-layer LR factor, in (0, 1]; 1 turns layer-wise decay off."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--lr-decay {text!r} is not a number; write e.g. --lr-decay 0.75") from None
+    if not 0.0 < value <= 1.0:  # also rejects NaN
+        raise UserError(f"--lr-decay must be in (0, 1] (1 turns layer-wise LR decay off), got {text}")
+    return value
+
+
 def add_optimization_args(parser: argparse.ArgumentParser) -> None:
     """The flags of fairseq's `optimization` group (a parser or an argument group)."""
     parser.add_argument("--lr", type=parse_lr, default="0.25", metavar="LR_1,LR_2,...",
@@ -102,3 +113,11 @@ def add_optimization_args(parser: argparse.ArgumentParser) -> None:
                         help="stop after N epochs (0: no limit)")
     parser.add_argument("--stop-min-lr", type=float, default=-1.0, metavar="LR",
                         help="stop training when the learning rate falls to or below this value")
+    parser.add_argument("--lr-decay", "--lr_decay", type=parse_lr_decay, default=1.0, metavar="D",
+                        help="layer-wise LR decay: heads and the top encoder layer train at the full LR, "
+                             "each layer below at D times the one above, the embeddings at D times "
+                             "the bottom layer (1: off; the SQuAD recipe uses 0.75)")
+    parser.add_argument("--lr-decay-layers", "--lr_decay_layers", type=_at_least("--lr-decay-layers", int, 1),
+                        default=None, metavar="L",
+                        help="number of encoder layers for --lr-decay (default: the model's); accepted "
+                             "for fairseq-fork commands and must equal the model's layer count")

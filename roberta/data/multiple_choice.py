@@ -1,0 +1,116 @@
+"""Multiple-choice examples (RACE): one context, N candidate options, a label naming the right one.
+
+Each option becomes one sequence `[init] option [sep] context`, with the option part capped at
+`max_option_length` and the whole sequence shortened to `max_positions` (for RoBERTa:
+`<s> question+option </s> </s> article </s>`). An example's size, for length filtering and
+batching, is its longest option sequence, as in fairseq.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from roberta.data.indexed_dataset import MMapIndexedDataset
+
+SHORTEN_METHODS = ("none", "truncate", "random_crop")
+
+
+class MultipleChoiceDataset(torch.utils.data.Dataset):
+    """`{"id", "options": [N token tensors], "target"}` examples; batches hold `src_tokens` [B, N, T]."""
+
+    def __init__(self, context: MMapIndexedDataset, options: list[MMapIndexedDataset], labels: np.ndarray | None, *,
+                 pad_idx: int, init_token: int | None = None, separator_token: int | None = None,
+                 max_option_length: int | None = None, shorten_method: str = "none",
+                 max_positions: int | None = None, seed: int = 1, shuffle: bool = True) -> None:
+        self.context = context
+        self.options = options
+        self.labels = labels
+        self.pad_idx = pad_idx
+        self.init_token = init_token
+        self.separator_token = separator_token
+        self.max_option_length = max_option_length
+        self.shorten_method = shorten_method
+        self.max_positions = max_positions
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 1
+        self.option_sizes = np.stack([self._sequence_lengths(option.sizes) for option in options], axis=1)
+        self.sizes = self.option_sizes.max(axis=1)
+
+    def _sequence_lengths(self, option_sizes: np.ndarray) -> np.ndarray:
+        """Lengths after prefixing and shortening, computed from the index alone (no token reads)."""
+        option_part = option_sizes.astype(np.int64) + (self.init_token is not None)
+        if self.max_option_length is not None:
+            option_part = np.minimum(option_part, self.max_option_length)
+        total = option_part + self.context.sizes.astype(np.int64) + (self.separator_token is not None)
+        if self.shorten_method != "none":
+            total = np.minimum(total, self.max_positions)
+        return total
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        context = _prefixed(self.separator_token, self.context[index])
+        sequences = []
+        for choice, option in enumerate(self.options):
+            tokens = _prefixed(self.init_token, option[index])
+            if self.max_option_length is not None:
+                tokens = tokens[: self.max_option_length]
+            sequences.append(self._shorten(torch.cat([tokens, context]), index, choice))
+        example = {"id": index, "options": sequences}
+        if self.labels is not None:
+            example["target"] = int(self.labels[index])
+        return example
+
+    def _shorten(self, tokens: torch.Tensor, index: int, choice: int) -> torch.Tensor:
+        if self.shorten_method == "none" or len(tokens) <= self.max_positions:
+            return tokens
+        if self.shorten_method == "truncate":
+            return tokens[: self.max_positions]
+        # A crop that depends only on (seed, epoch, example, option): resumable and worker-independent.
+        rng = np.random.default_rng([self.seed, self.epoch, index, choice])
+        start = int(rng.integers(0, len(tokens) - self.max_positions + 1))
+        return tokens[start: start + self.max_positions]
+
+    def num_tokens(self, index: int) -> int:
+        return int(self.sizes[index])
+
+    def ordered_indices(self) -> np.ndarray:
+        """Length-sorted (ties in a seeded random order) so batches pad little; file order with no shuffle."""
+        if not self.shuffle:
+            return np.arange(len(self.sizes))
+        permutation = np.random.default_rng(self.seed).permutation(len(self.sizes))
+        return permutation[np.argsort(self.sizes[permutation], kind="stable")]
+
+    def collater(self, samples: list[dict]) -> dict:
+        if not samples:
+            return {}
+        num_options = len(samples[0]["options"])
+        width = max(len(tokens) for sample in samples for tokens in sample["options"])
+        src_tokens = torch.full((len(samples), num_options, width), self.pad_idx, dtype=torch.long)
+        src_lengths = torch.zeros((len(samples), num_options), dtype=torch.long)
+        for row, sample in enumerate(samples):
+            for choice, tokens in enumerate(sample["options"]):
+                src_tokens[row, choice, : len(tokens)] = tokens
+                src_lengths[row, choice] = len(tokens)
+        batch = {
+            "id": torch.tensor([sample["id"] for sample in samples], dtype=torch.long),
+            "nsentences": len(samples),
+            "ntokens": int(src_lengths.sum()),
+            "net_input": {"src_tokens": src_tokens, "src_lengths": src_lengths},
+        }
+        if "target" in samples[0]:
+            batch["target"] = torch.tensor([sample["target"] for sample in samples], dtype=torch.long)
+        return batch
+
+
+def _prefixed(token: int | None, tokens: torch.Tensor) -> torch.Tensor:
+    tokens = tokens.long()
+    if token is None:
+        return tokens
+    return torch.cat([tokens.new_tensor([token]), tokens])

@@ -1,0 +1,130 @@
+"""Numeric precision of a training run: fairseq's --fp16/--bf16 flags, resolved against the device.
+
+fairseq casts the model to 16 bits and keeps an fp32 master copy of the weights inside its
+optimizer wrapper. `--fp16`/`--bf16` get the same arithmetic from `torch.autocast` over fp32
+weights: the weights *are* the master copy, so checkpoints hold fp32 weights and a resume is
+exact. The memory-efficient variants store the weights themselves in 16 bits, as fairseq's
+do; Adam updates them in fp32 on the fly and keeps its moments in fp32. Autocast stays on for
+them too, so that softmax, layer norm and the losses still run in fp32 where torch deems it
+necessary. Only float16 needs loss scaling; bfloat16 has fp32's exponent range.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from roberta.errors import UserError
+from roberta.optim.loss_scaler import DynamicLossScaler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass computes (`autocast_dtype`, None = fp32), what the weights are
+    stored in, and whether the loss is scaled before backward."""
+
+    autocast_dtype: torch.dtype | None = None
+    param_dtype: torch.dtype = torch.float32
+    loss_scaling: bool = False
+
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+
+FP32 = Precision()
+
+
+def add_precision_args(parser: argparse.ArgumentParser) -> None:
+    """fairseq's precision and loss-scaling flags (a parser or an argument group)."""
+    parser.add_argument("--fp16", action="store_true",
+                        help="float16 arithmetic (autocast) with dynamic loss scaling; weights, gradients "
+                             "and Adam state stay fp32, like fairseq's fp32 master copy. Needs a CUDA GPU: "
+                             "on the CPU the run trains in fp32 (with a warning)")
+    parser.add_argument("--memory-efficient-fp16", action="store_true",
+                        help="--fp16 with the weights and gradients themselves in float16 (no fp32 copy: "
+                             "4 bytes less per parameter, though Adam's step briefly upcasts them to fp32); "
+                             "Adam keeps fp32 moments; checkpoints hold float16 weights")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 arithmetic (autocast), no loss scaling; weights stay fp32. "
+                             "Works on CUDA GPUs with bfloat16 support and on the CPU")
+    parser.add_argument("--memory-efficient-bf16", action="store_true",
+                        help="--bf16 with the weights and gradients themselves in bfloat16 (no fp32 copy); "
+                             "small updates can be lost to rounding")
+    parser.add_argument("--fp16-init-scale", type=float, default=2.0 ** 7, metavar="S",
+                        help="initial loss scale for float16 training")
+    parser.add_argument("--fp16-scale-window", type=int, metavar="N",
+                        help="updates without overflow before the loss scale is doubled "
+                             "(default: 2**14 / --update-freq)")
+    parser.add_argument("--fp16-scale-tolerance", type=float, default=0.0, metavar="P",
+                        help="share of updates since the last rescale that may overflow before the loss "
+                             "scale is halved (0: halve on every overflow)")
+    parser.add_argument("--threshold-loss-scale", type=float, metavar="S",
+                        help="never lower the loss scale below this value")
+    parser.add_argument("--min-loss-scale", type=float, default=1e-4, metavar="S",
+                        help="stop training when the loss scale would fall to this value")
+    parser.add_argument("--fp16-no-flatten-grads", action="store_true",
+                        help="accepted for fairseq compatibility; no effect: gradients are never "
+                             "flattened into one buffer")
+
+
+def _given(args: argparse.Namespace, *names: str) -> list[str]:
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name)]
+
+
+def validate_precision_args(args: argparse.Namespace) -> None:
+    """Fail before any data is read on precision flags that cannot work together."""
+    half, bfloat = _given(args, "fp16", "memory_efficient_fp16"), _given(args, "bf16", "memory_efficient_bf16")
+    if half and bfloat:
+        raise UserError(f"{'/'.join(half)} and {'/'.join(bfloat)} cannot be combined; choose float16 (with "
+                        f"loss scaling) or bfloat16 (no scaling needed)")
+    if not args.fp16_init_scale > 0:
+        raise UserError(f"--fp16-init-scale must be positive, got {args.fp16_init_scale}")
+    if args.fp16_scale_window is not None and args.fp16_scale_window < 1:
+        raise UserError(f"--fp16-scale-window must be >= 1, got {args.fp16_scale_window}")
+    if not 0.0 <= args.fp16_scale_tolerance <= 1.0:
+        raise UserError(f"--fp16-scale-tolerance is a share of updates in [0, 1], got {args.fp16_scale_tolerance}")
+    if args.threshold_loss_scale is not None and not args.threshold_loss_scale > 0:
+        raise UserError(f"--threshold-loss-scale must be positive, got {args.threshold_loss_scale}")
+    if not args.min_loss_scale >= 0:
+        raise UserError(f"--min-loss-scale must be >= 0, got {args.min_loss_scale}")
+    if half and args.fp16_scale_window is None and len(args.update_freq) > 1:
+        raise UserError(f"--update-freq {','.join(map(str, args.update_freq))} changes per epoch, so the "
+                        f"default --fp16-scale-window (2**14 / --update-freq) is ambiguous; give "
+                        f"--fp16-scale-window explicitly")
+
+
+def resolve_precision(args: argparse.Namespace, device: torch.device) -> Precision:
+    """The precision the flags ask for, as far as `device` can run it (logged once)."""
+    half, bfloat = _given(args, "memory_efficient_fp16", "fp16"), _given(args, "memory_efficient_bf16", "bf16")
+    if half and device.type != "cuda":
+        logger.warning("%s needs a CUDA GPU; running in fp32 on the CPU (the loss-scaling flags are ignored)",
+                       half[0])
+        return FP32
+    if bfloat and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"{bfloat[0]}: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+                        f"use --fp16 instead")
+    memory_efficient = args.memory_efficient_fp16 or args.memory_efficient_bf16
+    if half or bfloat:
+        dtype = torch.float16 if half else torch.bfloat16
+        precision = Precision(autocast_dtype=dtype, param_dtype=dtype if memory_efficient else torch.float32,
+                              loss_scaling=bool(half))
+    else:
+        precision = FP32
+    logger.info("precision: %s arithmetic, %s weights%s", _name(precision.autocast_dtype or torch.float32),
+                _name(precision.param_dtype), ", dynamic loss scaling" if precision.loss_scaling else "")
+    return precision
+
+
+def build_loss_scaler(args: argparse.Namespace, precision: Precision) -> DynamicLossScaler | None:
+    return DynamicLossScaler.from_args(args) if precision.loss_scaling else None
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -1,0 +1,286 @@
+"""RACE as sentence_ranking: example layout, the ranking loss, learning, --save-predictions."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from roberta.cli import preprocess, train, validate
+from roberta.data.indexed_dataset import MMapIndexedDataset
+from roberta.demo_corpus import make_race_exam
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_race_release(root: Path, exams: dict[str, int], seed: int) -> Path:
+    """A RACE-format release of generated exams: `count` files in each `{split}/{middle,high}/`."""
+    rng = random.Random(seed)
+    for split, count in exams.items():
+        for level in ("middle", "high"):
+            folder = root / split / level
+            folder.mkdir(parents=True)
+            for number in range(count):
+                exam = make_race_exam(rng, questions=2, fillers=0)
+                (folder / f"{number}.txt").write_text(json.dumps(exam), encoding="utf-8")
+    return root
+
+
+def binarize_words(extracted: Path, data_bin: Path) -> None:
+    """Word-level binarization (no BPE) of preprocess_race.py's output: the sentence_ranking layout."""
+    inputs = [extracted / f"train.input{k}" for k in range(5)]
+    (extracted / "all.txt").write_text("".join(path.read_text(encoding="utf-8") for path in inputs),
+                                       encoding="utf-8")
+    preprocess.main(["--only-source", "--trainpref", str(extracted / "all.txt"), "--destdir",
+                     str(extracted / "dict"), "--dict-only"])
+    for k in range(5):
+        preprocess.main(["--only-source", "--srcdict", str(extracted / "dict" / "dict.txt"),
+                         "--trainpref", str(extracted / f"train.input{k}"),
+                         "--validpref", str(extracted / f"dev.input{k}"),
+                         "--testpref", f"{extracted}/test-middle.input{k},{extracted}/test-high.input{k}",
+                         "--destdir", str(data_bin / f"input{k}")])
+    (data_bin / "label").mkdir()
+    for source, name in (("train", "train"), ("dev", "valid"), ("test-middle", "test"), ("test-high", "test1")):
+        (data_bin / "label" / f"{name}.label").write_text((extracted / f"{source}.label").read_text())
+
+
+@pytest.fixture(scope="module")
+def race_bin(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gen-race")
+    release = write_race_release(root / "RACE", {"train": 1250, "dev": 50, "test": 40}, seed=1)
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "preprocess_race.py"), "--input-dir",
+                             str(release), "--output-dir", str(root / "extracted")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    binarize_words(root / "extracted", root / "data-bin")
+    return root / "data-bin"
+
+
+def ranking_args(data: Path, save_dir: Path, *extra: str) -> list[str]:
+    return [str(data), "--task", "sentence_ranking", "--criterion", "sentence_ranking", "--num-classes", "4",
+            "--init-token", "0", "--separator-token", "2", "--max-option-length", "32", "--max-positions", "128",
+            "--truncate-sequence", "--arch", "roberta_tiny", "--encoder-embed-dim", "128",
+            "--encoder-ffn-embed-dim", "512", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
+            "--adam-eps", "1e-6", "--batch-size", "16", "--required-batch-size-multiple", "1",
+            "--best-checkpoint-metric", "accuracy", "--maximize-best-checkpoint-metric", "--save-dir",
+            str(save_dir), "--num-workers", "0", "--seed", "1", "--log-format", "json", "--cpu", *extra]
+
+
+def valid_events(text: str, tag: str = "valid") -> list[dict]:
+    marker = f"| {tag} | "
+    return [json.loads(line.split(marker, 1)[1]) for line in text.splitlines() if marker in line]
+
+
+@pytest.fixture(scope="module")
+def trained(race_bin: Path, tmp_path_factory) -> tuple[Path, list[dict], str]:
+    """A tiny model trained from scratch on the generated exams (about 20 s on 2 cores)."""
+    save_dir = tmp_path_factory.mktemp("race-run")
+    capture = save_dir / "log.txt"
+    result = subprocess.run(
+        [sys.executable, "-m", "roberta.cli.train", *ranking_args(
+            race_bin, save_dir, "--lr", "1e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "50",
+            "--total-num-update", "1000", "--max-update", "600", "--dropout", "0", "--attention-dropout", "0",
+            "--validate-interval-updates", "200", "--no-epoch-checkpoints", "--log-interval", "100")],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    capture.write_text(result.stderr)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return save_dir, valid_events(result.stderr), result.stderr
+
+
+def test_tiny_model_learns_to_read_the_article(trained) -> None:
+    _, events, log = trained
+    # Chance is 25%: the wrong options never occur in the article, the right one always does.
+    assert max(float(event["valid_accuracy"]) for event in events) >= 90.0, events
+    assert int(events[-1]["valid_num_examples"]) == 200
+    assert "chance level" not in log.split("| valid |")[-1]
+
+
+def test_save_predictions_writes_dataset_order_and_matches_the_accuracy(race_bin: Path, trained, tmp_path, capfd) -> None:
+    save_dir, _, _ = trained
+    preds = tmp_path / "preds.tsv"
+    validate.main([str(race_bin), "--valid-subset", "test", "--path", str(save_dir / "checkpoint_best.pt"),
+                   "--max-sentences", "1", "--task", "sentence_ranking", "--criterion", "sentence_ranking",
+                   "--save-predictions", str(preds), "--log-format", "json", "--cpu"])
+    stats = valid_events(capfd.readouterr().err, tag="test")[-1]
+    rows = [line.split("\t") for line in preds.read_text().splitlines()]
+    labels = (race_bin / "label" / "test.label").read_text().split()
+    assert [int(row[0]) for row in rows] == list(range(len(labels)))
+    assert [row[2] for row in rows] == labels
+    assert all(row[1] in {"0", "1", "2", "3"} for row in rows)
+    accuracy = 100.0 * np.mean([row[1] == row[2] for row in rows])
+    assert float(stats["test_accuracy"]) == pytest.approx(accuracy, abs=0.05)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_predictions_without_labels_and_one_file_per_subset(race_bin: Path, trained, tmp_path) -> None:
+    save_dir, _, _ = trained
+    unlabeled = tmp_path / "data-bin"
+    for folder in race_bin.iterdir():
+        if folder.name != "label":
+            (unlabeled / folder.name).mkdir(parents=True)
+            for path in folder.iterdir():
+                (unlabeled / folder.name / path.name).symlink_to(path)
+    validate.main([str(unlabeled), "--valid-subset", "test,test1", "--path", str(save_dir / "checkpoint_best.pt"),
+                   "--batch-size", "8", "--save-predictions", str(tmp_path / "preds.tsv"), "--cpu"])
+    for subset in ("test", "test1"):
+        rows = [line.split("\t") for line in (tmp_path / f"preds.{subset}.tsv").read_text().splitlines()]
+        assert len(rows) == 80 and {len(row) for row in rows} == {2}
+        assert [int(row[0]) for row in rows] == list(range(80))
+
+
+def test_at_chance_after_an_epoch_the_log_says_why(race_bin: Path, tmp_path, capfd) -> None:
+    train.main(ranking_args(race_bin, tmp_path, "--lr", "1e-9", "--max-epoch", "1", "--max-sentences", "64",
+                            "--no-save", "--train-subset", "valid"))
+    log = capfd.readouterr().err
+    assert "chance level (25.0%)" in log and "--init-token/--separator-token" in log
+
+
+def test_one_forward_for_all_options_equals_fairseqs_one_per_option(race_bin: Path) -> None:
+    from criterions.sentence_ranking import SentenceRankingCriterion
+    from roberta import options
+    from tasks.sentence_ranking import SentenceRankingTask
+
+    args = options.parse_args(ranking_args(race_bin, race_bin.parent / "unused", "--dropout", "0"), train=True)
+    task = SentenceRankingTask.setup_task(args)
+    model = task.build_model(args).eval()
+    dataset = task.load_dataset("valid")
+    batch = dataset.collater([dataset[i] for i in range(5)])
+    criterion = SentenceRankingCriterion("sentence_classification_head")
+    loss, sample_size, output = criterion(model, batch)
+    per_option = []
+    for choice in range(4):
+        tokens = batch["net_input"]["src_tokens"][:, choice]
+        tokens = tokens[:, : int(tokens.ne(1).sum(1).max())]
+        per_option.append(model(tokens, classification_head_name="sentence_classification_head")[0])
+    logits = torch.cat(per_option, dim=1)
+    expected = torch.nn.functional.cross_entropy(logits, batch["target"], reduction="sum")
+    assert sample_size == 5 and torch.allclose(loss, expected, atol=1e-5)
+    assert int(output["ncorrect"]) == int((logits.argmax(1) == batch["target"]).sum())
+
+
+def test_example_layout_and_truncation(race_bin: Path) -> None:
+    from roberta.data.multiple_choice import MultipleChoiceDataset
+
+    def dataset(**kwargs) -> MultipleChoiceDataset:
+        inputs = [MMapIndexedDataset(str(race_bin / f"input{k}" / "valid")) for k in range(5)]
+        return MultipleChoiceDataset(inputs[0], inputs[1:], None, pad_idx=1, **kwargs)
+
+    context = MMapIndexedDataset(str(race_bin / "input0" / "valid"))[0].tolist()
+    option = MMapIndexedDataset(str(race_bin / "input2" / "valid"))[0].tolist()
+    full = dataset(init_token=0, separator_token=2)[0]["options"][1].tolist()
+    assert full == [0] + option + [2] + context  # <s> question+option </s> </s> article </s>
+    assert option[-1] == 2 and context[-1] == 2
+    capped = dataset(init_token=0, separator_token=2, max_option_length=5)[0]["options"][1].tolist()
+    assert capped == [0] + option[:4] + [2] + context
+    cut = dataset(init_token=0, separator_token=2, shorten_method="truncate", max_positions=12)
+    assert cut[0]["options"][1].tolist() == full[:12]
+    for kwargs in ({"init_token": 0, "separator_token": 2, "max_option_length": 5},
+                   {"init_token": 0, "shorten_method": "truncate", "max_positions": 12},
+                   {"shorten_method": "random_crop", "max_positions": 9}):
+        data = dataset(**kwargs)
+        for index in range(len(data)):
+            assert data.sizes[index] == max(len(tokens) for tokens in data[index]["options"]), kwargs
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda root: (root / "label" / "valid.label").write_text("0\n7\n"), "label 7 is outside 0..3"),
+    (lambda root: (root / "label" / "valid.label").write_text("0\nB\n"), "valid.label:2: expected an option index"),
+    (lambda root: (root / "input5").mkdir(), "also has input5"),
+    (lambda root: (root / "label" / "valid.label").unlink(), "the training split has no labels"),
+])
+def test_data_that_does_not_fit_the_flags_is_one_clear_line(race_bin: Path, tmp_path, change, message) -> None:
+    data = tmp_path / "data"
+    for folder in race_bin.iterdir():
+        (data / folder.name).mkdir(parents=True)
+        for path in folder.iterdir():
+            (data / folder.name / path.name).write_bytes(path.read_bytes())
+    change(data)
+    result = subprocess.run([sys.executable, "-m", "roberta.cli.train", *ranking_args(data, tmp_path / "ck", "--lr", "1e-4",
+                             "--max-update", "1", "--train-subset", "valid")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("roberta-train: error: ")
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("generation", ["2019", "current"])
+def test_restores_a_fairseq_model_pt_and_says_which_head_is_new(race_bin: Path, tmp_path, generation: str,
+                                                                 caplog) -> None:
+    from roberta import options
+    from roberta.models.hf_export import save_fairseq_checkpoint
+    from tasks.sentence_ranking import SentenceRankingTask
+
+    args = options.parse_args(ranking_args(race_bin, tmp_path / "ck", "--lr", "1e-5"), train=True)
+    pretrained = SentenceRankingTask.setup_task(args).build_model(args)
+    del pretrained.classification_heads["sentence_classification_head"]
+    model_pt = save_fairseq_checkpoint(tmp_path / "model.pt", pretrained.state_dict(), pretrained.config,
+                                       generation=generation)
+    caplog.set_level("INFO")
+    train.main(ranking_args(race_bin, tmp_path / "ck", "--lr", "1e-9", "--restore-file", str(model_pt),
+                            "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--max-update", "1",
+                            "--train-subset", "valid", "--no-save", "--disable-validation"))
+    assert f"loaded {len(pretrained.state_dict())} tensors from {model_pt}" in caplog.text
+    assert "newly initialized classification heads: sentence_classification_head" in caplog.text
+
+
+RACE_RECIPE = (
+    "--ddp-backend=no_c10d --restore-file {restore} --reset-optimizer --reset-dataloader --reset-meters "
+    "--best-checkpoint-metric accuracy --maximize-best-checkpoint-metric --task sentence_ranking --num-classes 4 "
+    "--init-token 0 --separator-token 2 --max-option-length 128 --max-positions 512 --truncate-sequence "
+    "--arch {arch} --dropout 0.1 --attention-dropout 0.1 --weight-decay 0.01 --criterion sentence_ranking "
+    "--optimizer adam --adam-betas '(0.9, 0.98)' --adam-eps 1e-06 --clip-norm 0.0 --lr-scheduler fixed --lr 1e-05 "
+    "--fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128 --max-sentences 1 "
+    "--required-batch-size-multiple 1 --update-freq 16 --max-epoch {epochs}")
+
+
+def test_fairseq_race_command_runs_unchanged_on_cpu(race_bin: Path, tmp_path) -> None:
+    """fairseq's RACE command line (only the model size and the data split differ for the test)."""
+    import shlex
+
+    from roberta import options
+    from roberta.models.hf_export import save_fairseq_checkpoint
+    from tasks.sentence_ranking import SentenceRankingTask
+
+    args = options.parse_args(ranking_args(race_bin, tmp_path / "unused", "--max-positions", "512"), train=True)
+    body = SentenceRankingTask.setup_task(args).build_model(args)
+    del body.classification_heads["sentence_classification_head"]
+    restore = save_fairseq_checkpoint(tmp_path / "model.pt", body.state_dict(), body.config, generation="2019")
+    recipe = shlex.split(RACE_RECIPE.format(restore=restore, arch="roberta_tiny", epochs=1))
+    command = [sys.executable, "-m", "roberta.cli.train", str(race_bin), *recipe, "--encoder-embed-dim", "128",
+               "--encoder-ffn-embed-dim", "512", "--train-subset", "valid", "--valid-subset", "test",
+               "--save-dir", str(tmp_path / "checkpoints"), "--num-workers", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fallback = [line for line in result.stderr.splitlines() if "needs a CUDA GPU" in line]
+    assert len(fallback) == 1 and "| WARNING |" in fallback[0], fallback
+    assert "newly initialized classification heads: sentence_classification_head" in result.stderr
+    assert "num_updates 13" in result.stderr  # 200 examples / (1 per batch x 16 per update), rounded up
+    assert (tmp_path / "checkpoints" / "checkpoint_best.pt").is_file()
+
+
+def _gather_on_rank(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from roberta.evaluation import gather_records
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        # Each rank scored every other example, in its own (shuffled) order.
+        mine = [{"id": i, "prediction": i % 4, "label": 0} for i in range(rank, 10, 2)][::-1]
+        gathered = gather_records(mine)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_predictions_of_all_ranks_reach_one_writer_in_dataset_order(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_gather_on_rank, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    assert json.loads((tmp_path / "rank1.json").read_text()) is None
+    assert [record["id"] for record in json.loads((tmp_path / "rank0.json").read_text())] == list(range(10))
