@@ -78,3 +78,36 @@ def make_race_exam(rng: random.Random, questions: int = 3, fillers: int = 1) -> 
         exam["options"].append([f"a {choice}" for choice in choices])
         exam["answers"].append("ABCD"[answer])
     return exam
+
+
+# What a person does with a thing: (statement, question) templates.
+ACTIVITIES = {
+    "keep": ("{name} keeps a {thing} in the house.", "What does {name} keep in the house?"),
+    "sell": ("{name} sells a {thing} at the market.", "What does {name} sell at the market?"),
+}
+
+
+def make_squad_paragraph(rng: random.Random, paragraph_id: str) -> dict:
+    """One SQuAD 2.0 paragraph about a person who does one activity with a thing, and two
+    questions: one about that activity (answered by the thing), one about the other activity,
+    which the paragraph never mentions (no answer, as SQuAD 2.0's plausible unanswerables)."""
+    name, thing = rng.choice(NAMES), rng.choice(KEPT_THINGS)
+    done, not_done = rng.sample(sorted(ACTIVITIES), 2)
+    fact = ACTIVITIES[done][0].format(name=name, thing=thing)
+    sentences = [fact, make_sentence(rng)]
+    rng.shuffle(sentences)
+    context = " ".join(sentences)
+    start = context.index(fact) + fact.index(thing)
+    return {"context": context, "qas": [
+        {"id": f"{paragraph_id}-a", "question": ACTIVITIES[done][1].format(name=name),
+         "answers": [{"text": thing, "answer_start": start}], "is_impossible": False},
+        {"id": f"{paragraph_id}-u", "question": ACTIVITIES[not_done][1].format(name=name),
+         "answers": [], "is_impossible": True},
+    ]}
+
+
+def make_squad_dataset(num_paragraphs: int, seed: int) -> dict:
+    """A generated SQuAD 2.0 file (official layout): half the questions have no answer."""
+    rng = random.Random(seed)
+    paragraphs = [make_squad_paragraph(rng, f"s{seed}p{index}") for index in range(num_paragraphs)]
+    return {"version": "v2.0", "data": [{"title": "Households", "paragraphs": paragraphs}]}

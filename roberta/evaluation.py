@@ -55,14 +55,14 @@ class Validator:
         """Validate every subset; `manager` (a CheckpointManager) supplies the best score so far."""
         first_metric = None
         for subset in self.subsets:
-            records = [] if self.save_predictions else None
+            records = [] if self.save_predictions or self.task.scores_predictions else None
             trainer.criterion.collect_predictions(records)
             try:
                 stats = evaluate(trainer, self._iterator(subset))
             finally:
                 trainer.criterion.collect_predictions(None)
             if records is not None:
-                stats.update(self._write_predictions(records, subset))
+                stats.update(self._report_predictions(records, subset))
             stats["num_updates"] = trainer.num_updates
             if end_of_epoch and subset == self.subsets[0]:
                 self._warn_if_chance(stats, subset, epoch)
@@ -83,15 +83,15 @@ class Validator:
                             f"{', '.join(sorted(stats))}")
         return float(stats[self.metric])
 
-    def _write_predictions(self, records: list[dict], subset: str) -> dict[str, float]:
-        """Gather every rank's records; one writer (rank 0) writes them in dataset order."""
+    def _report_predictions(self, records: list[dict], subset: str) -> dict[str, float]:
+        """Gather every rank's records; one process (rank 0) scores them and writes them in dataset order."""
         records = gather_records(records)
         if records is None:
             return {}
-        path = Path(self.save_predictions)
-        if len(self.subsets) > 1:
+        path = Path(self.save_predictions) if self.save_predictions else None
+        if path is not None and len(self.subsets) > 1:
             path = path.with_name(f"{path.stem}.{subset}{path.suffix}")
-        return self.task.write_predictions(records, path, subset)
+        return self.task.report_predictions(records, subset, path)
 
     def _warn_if_chance(self, stats: dict, subset: str, epoch: int) -> None:
         chance = self.task.chance_accuracy()

@@ -42,8 +42,12 @@ class Task(abc.ABC):
         """Validation accuracy (%) of guessing, for the stuck-at-chance warning; None if it does not apply."""
         return None
 
-    def write_predictions(self, records: list[dict], path: Path, split: str) -> dict[str, float]:
-        """Write the criterion's per-example records (sorted by id) to `path`; returns extra metrics."""
+    # True when validation metrics come from per-example predictions (SQuAD's F1), so the
+    # criterion's records are collected on every validation, not only for --save-predictions.
+    scores_predictions = False
+
+    def report_predictions(self, records: list[dict], split: str, path: Path | None) -> dict[str, float]:
+        """Metrics from the criterion's per-example records (sorted by id); writes them to `path` if given."""
         raise UserError(f"--save-predictions: this task ({type(self).__name__}) has no prediction format")
 
 

@@ -133,8 +133,10 @@ class SentenceRankingTask(Task):
     def chance_accuracy(self) -> float:
         return 100.0 / self.num_classes
 
-    def write_predictions(self, records: list[dict], path: Path, split: str) -> dict[str, float]:
+    def report_predictions(self, records: list[dict], split: str, path: Path | None) -> dict[str, float]:
         """fairseq's format: `id<TAB>prediction[<TAB>label]` per example, here in dataset order."""
+        if path is None:
+            return {}
         with atomic_write(path, mode="w") as out:
             for record in records:
                 fields = [record["id"], record["prediction"]]

@@ -4,6 +4,8 @@ Text is cut into pieces by the GPT-2 pretokenizer, each piece's UTF-8 bytes are 
 one printable character per byte, and adjacent symbols are merged lowest merge rank first.
 In the fairseq wrapper the encoded form is the GPT-2 ids joined by spaces (`"15496 995 0"`
 for "Hello world!"); `dict.txt` then maps those id strings to model indices.
+`encode_with_offsets` also reports the characters of the text each token covers, which
+extractive question answering needs to cut answers out of the original passage.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ VOCAB_BPE = "vocab.bpe"
 # space; then whitespace runs, leaving a run's last space to the word that follows it.
 PRETOKENIZER = regex.compile(
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+
+# The whitespace a token's reported span skips: the pretokenizer's own `\s`, so that exactly the
+# characters it treats as spaces (and nothing it treats as a symbol) are left out.
+_LEADING_WHITESPACE = regex.compile(r"\s*")
 
 # Past this many distinct pieces the cache is dropped; a corpus of many GBs would otherwise
 # grow it without bound.
@@ -103,14 +109,37 @@ class GPT2BPE:
         return cls(directory / ENCODER_JSON, directory / VOCAB_BPE)
 
     def encode_ids(self, text: str) -> list[int]:
-        ids = []
-        for piece in pieces_of(text):
-            for symbol in self._merge(piece):
-                if symbol not in self.encoder:
-                    raise UserError(f"BPE symbol {symbol!r} is missing from encoder.json; "
-                                    f"encoder.json and vocab.bpe do not belong together")
-                ids.append(self.encoder[symbol])
-        return ids
+        return [self._symbol_id(symbol) for piece in pieces_of(text) for symbol in self._merge(piece)]
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The ids of `encode_ids(text)` and, per token, the `[start, end)` characters of `text`
+        it covers.
+
+        A token covers some bytes of one pretokenizer piece; its span is every character any of
+        those bytes belongs to, so the tokens that split one multi-byte character (an emoji, a
+        rare CJK character) all report that whole character and share it. The span leaves out
+        the token's leading whitespace (GPT-2 glues a word's preceding space to the word), so
+        `text[start:end]` is the visible word piece; a token of whitespace alone gets the empty
+        span `(end, end)`. Spans never decrease and, apart from such shared characters, never
+        overlap.
+        """
+        byte_char = bytes_to_unicode()
+        ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for match in PRETOKENIZER.finditer(text):
+            piece = match.group()
+            data = piece.encode("utf-8")
+            owner = _byte_owners(piece, match.start(), len(data))
+            first_byte = 0
+            for symbol in self._merge("".join(byte_char[byte] for byte in data)):
+                ids.append(self._symbol_id(symbol))
+                # One alphabet character per byte, so a symbol's length is its byte count.
+                last_byte = first_byte + len(symbol) - 1
+                end = owner[last_byte] + 1
+                start = _LEADING_WHITESPACE.match(text, owner[first_byte], end).end()
+                spans.append((start, end))
+                first_byte = last_byte + 1
+        return ids, spans
 
     def encode(self, text: str) -> str:
         """GPT-2 ids as one space-separated string, the form `dict.txt` indexes."""
@@ -131,6 +160,13 @@ class GPT2BPE:
         """Whether the token starts a new word (its text begins with a space)."""
         return self.decode(token).startswith(" ")
 
+    def _symbol_id(self, symbol: str) -> int:
+        index = self.encoder.get(symbol)
+        if index is None:
+            raise UserError(f"BPE symbol {symbol!r} is missing from encoder.json; "
+                            f"encoder.json and vocab.bpe do not belong together")
+        return index
+
     def _merge(self, piece: str) -> list[str]:
         cached = self._cache.get(piece)
         if cached is not None:
@@ -147,6 +183,15 @@ class GPT2BPE:
             self._cache.clear()
         self._cache[piece] = symbols
         return symbols
+
+
+def _byte_owners(piece: str, offset: int, num_bytes: int) -> list[int]:
+    """For each UTF-8 byte of `piece`, the index in the text of the character it encodes,
+    where the piece starts at character `offset`."""
+    if num_bytes == len(piece):
+        return list(range(offset, offset + num_bytes))
+    return [offset + position for position, char in enumerate(piece)
+            for _ in range(len(char.encode("utf-8")))]
 
 
 def merge_pair(symbols: list[str], first: str, second: str) -> list[str]:

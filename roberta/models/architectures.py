@@ -67,6 +67,9 @@ roberta_base = _preset(12, 768, 3072, 12)
 ARCHS.register("roberta_base")(roberta_base)
 ARCHS.register("roberta")(roberta_base)
 ARCHS.register("roberta_large")(_preset(24, 1024, 4096, 16))
+# The roberta-squad fork's names for the same bodies (its QA heads come from --task squad2).
+ARCHS.register("roberta_qa_base")(roberta_base)
+ARCHS.register("roberta_qa_large")(_preset(24, 1024, 4096, 16))
 ARCHS.register("xlm")(_preset(16, 1280, 5120, 16))
 # Not in fairseq: sizes for CI and quick experiments on a CPU.
 ARCHS.register("roberta_small")(_preset(4, 256, 1024, 4))

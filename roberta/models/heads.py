@@ -49,3 +49,14 @@ class ClassificationHead(nn.Module):
         x = self.dropout(features[:, 0, :])
         x = self.dropout(torch.tanh(self.dense(x)))
         return self.out_proj(x)
+
+
+class SpanHead(nn.Module):
+    """Extractive QA: a start and an end logit for every position (B x T x C -> B x T x 2)."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__()
+        self.out_proj = nn.Linear(input_dim, 2)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.out_proj(features)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from roberta.errors import UserError
 from roberta.models.config import ModelConfig
 from roberta.models.encoder import TransformerSentenceEncoder
-from roberta.models.heads import ClassificationHead, LMHead
+from roberta.models.heads import ClassificationHead, LMHead, SpanHead
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,13 @@ class RobertaModel(nn.Module):
         head = ClassificationHead(self.config.encoder_embed_dim, inner_dim, num_classes,
                                   self.config.pooler_dropout)
         param = next(self.parameters())
+        self.classification_heads[name] = head.to(device=param.device, dtype=param.dtype)
+
+    def register_span_head(self, name: str) -> None:
+        """Add a start/end scorer over all positions (extractive QA). It lives with the classification
+        heads so checkpoints load it, or initialise it anew, the same way."""
+        param = next(self.parameters())
+        head = SpanHead(self.config.encoder_embed_dim)
         self.classification_heads[name] = head.to(device=param.device, dtype=param.dtype)
 
     def _classification_head(self, name: str) -> ClassificationHead:
