@@ -15,6 +15,13 @@ from roberta.errors import UserError
 logger = logging.getLogger(__name__)
 
 
+def length_sorted(sizes: np.ndarray, seed: int) -> np.ndarray:
+    """Indices sorted by length, so batches pad little; ties broken by a permutation that depends
+    on the seed only, so the order is the same on every rank and run."""
+    permutation = np.random.default_rng(seed).permutation(len(sizes))
+    return permutation[np.argsort(np.asarray(sizes)[permutation], kind="stable")]
+
+
 def filter_by_size(
     indices: np.ndarray,
     sizes: np.ndarray,

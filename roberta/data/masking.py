@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from roberta.data.batching import length_sorted
 from roberta.errors import UserError
 
 
@@ -180,9 +181,7 @@ class MaskedLMDataset(torch.utils.data.Dataset):
         return int(self.sizes[index])
 
     def ordered_indices(self) -> np.ndarray:
-        """Indices sorted by length; ties broken by a permutation that depends on the seed only."""
-        permutation = np.random.default_rng(self.seed).permutation(len(self.sizes))
-        return permutation[np.argsort(self.sizes[permutation], kind="stable")]
+        return length_sorted(self.sizes, self.seed)
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from roberta.data.batching import length_sorted
 from roberta.data.indexed_dataset import MMapIndexedDataset
 
 SHORTEN_METHODS = ("none", "truncate", "random_crop")
@@ -81,11 +82,10 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
         return int(self.sizes[index])
 
     def ordered_indices(self) -> np.ndarray:
-        """Length-sorted (ties in a seeded random order) so batches pad little; file order with no shuffle."""
+        """Length-sorted (see `length_sorted`); file order with --no-shuffle."""
         if not self.shuffle:
             return np.arange(len(self.sizes))
-        permutation = np.random.default_rng(self.seed).permutation(len(self.sizes))
-        return permutation[np.argsort(self.sizes[permutation], kind="stable")]
+        return length_sorted(self.sizes, self.seed)
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:

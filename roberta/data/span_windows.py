@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from roberta.data.batching import length_sorted
 from roberta.data.indexed_dataset import MMapIndexedDataset
 
 
@@ -35,9 +36,7 @@ class SpanWindowDataset(torch.utils.data.Dataset):
         return int(self.sizes[index])
 
     def ordered_indices(self) -> np.ndarray:
-        """Length-sorted, ties in a seeded random order, so batches pad little."""
-        permutation = np.random.default_rng(self.seed).permutation(len(self.sizes))
-        return permutation[np.argsort(self.sizes[permutation], kind="stable")]
+        return length_sorted(self.sizes, self.seed)
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:
