@@ -8,6 +8,7 @@ any flag nobody declared.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from roberta import checkpoint, logging as roberta_logging, precision
@@ -113,16 +114,21 @@ def parse_args(argv: Sequence[str] | None, *, train: bool, defaults: dict | None
     parser = build_parser(train=train)
     stored = {key: value for key, value in (defaults or {}).items() if key != "data"}
     parser.set_defaults(**stored)
-    choices, _ = parser.parse_known_args(argv)
+    # The first pass has no --help of its own, so --help lists every chosen component's flags.
+    first_pass = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _add_component_choices(first_pass, train=train)
+    first_pass.set_defaults(**stored)
+    choices, _ = first_pass.parse_known_args(argv)
     import_user_modules(choices.user_dir)
     task_cls = TASKS.get(choices.task)
     criterion_cls = CRITERIONS.get(choices.criterion or choices.task)
     task_cls.add_args(parser.add_argument_group(f"task {choices.task}"))
     criterion_cls.add_args(parser.add_argument_group("criterion"))
     if train:
-        if not choices.arch:
+        if not choices.arch and not wants_help(argv):
             raise UserError(f"--arch is required; choose from: {', '.join(ARCHS.names())}")
-        ARCHS.get(choices.arch)
+        if choices.arch:
+            ARCHS.get(choices.arch)
         add_model_args(parser.add_argument_group("model"))
         add_optimization_args(parser.add_argument_group("optimization"))
         OPTIMIZERS.get(choices.optimizer).add_args(parser.add_argument_group(f"optimizer {choices.optimizer}"))
@@ -137,6 +143,10 @@ def parse_args(argv: Sequence[str] | None, *, train: bool, defaults: dict | None
     args.log_format = roberta_logging.resolve_log_format(args.log_format, no_progress_bar=args.no_progress_bar)
     validate_args(args, train=train)
     return args
+
+
+def wants_help(argv: Sequence[str] | None) -> bool:
+    return any(arg in ("-h", "--help") for arg in (sys.argv[1:] if argv is None else argv))
 
 
 def validate_args(args: argparse.Namespace, *, train: bool) -> None:

@@ -97,3 +97,28 @@ def test_restore_checkpoint_of_another_architecture(demo_data_bin: Path, trained
     result = run_cli("train", *tiny_args(demo_data_bin, tmp_path, "--restore-file", trained_checkpoint,
                                          "--encoder-layers", "3", "--reset-optimizer"))
     assert_one_line_error(result, "roberta-train", "layers")
+
+
+@pytest.mark.parametrize("argv, present, absent", [
+    (["--help"], ["--mask-prob", "--arch", "--fp16", "--lr-decay", "--ddp-backend"], ["--init-token"]),
+    (["--task", "sentence_ranking", "--criterion", "sentence_ranking", "--help"],
+     ["--init-token", "--max-option-length", "--truncate-sequence"], ["--mask-prob"]),
+    (["--task", "squad2", "--criterion", "squad2", "--help"], ["--n-best-size", "--null-score-diff-threshold"], []),
+])
+def test_help_lists_the_chosen_components_flags(argv: list[str], present: list[str], absent: list[str],
+                                                capsys: pytest.CaptureFixture) -> None:
+    from roberta import options
+
+    with pytest.raises(SystemExit) as exit_info:
+        options.parse_args(argv, train=True)
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in present) and not any(flag in text for flag in absent)
+
+
+def test_validate_help_without_a_checkpoint(capsys: pytest.CaptureFixture) -> None:
+    from roberta.cli import validate
+
+    with pytest.raises(SystemExit) as exit_info:
+        validate.main(["--help"])
+    assert exit_info.value.code == 0 and "--save-predictions" in capsys.readouterr().out

@@ -33,6 +33,8 @@ def _checkpoint_path(argv: Sequence[str] | None) -> tuple[str, bool]:
     pre.add_argument("--path")
     pre.add_argument("--unsafe-load", action="store_true")
     known, _ = pre.parse_known_args(argv)
+    if not known.path and options.wants_help(argv):
+        options.parse_args(argv, train=False)  # prints the help and exits
     if not known.path:
         raise UserError("--path is required: the checkpoint to evaluate")
     return known.path, known.unsafe_load
