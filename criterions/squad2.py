@@ -32,12 +32,12 @@ class Squad2Criterion(Criterion):
 
     def forward(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict]:
         src_tokens = sample["net_input"]["src_tokens"]
-        features, _ = model(src_tokens, features_only=True)
-        span_logits = model.classification_heads[SPAN_HEAD](features).float()
+        (span_logits, no_answer_logits), _ = model(src_tokens, features_heads=(SPAN_HEAD, ANSWERABLE_HEAD))
+        span_logits = span_logits.float()
         padding = src_tokens.eq(self.padding_idx)
         start_logits = span_logits[..., 0].masked_fill(padding, float("-inf"))
         end_logits = span_logits[..., 1].masked_fill(padding, float("-inf"))
-        no_answer_logits = model.classification_heads[ANSWERABLE_HEAD](features).float().squeeze(-1)
+        no_answer_logits = no_answer_logits.float().squeeze(-1)
         span_loss = (F.cross_entropy(start_logits, sample["start_positions"], reduction="sum")
                      + F.cross_entropy(end_logits, sample["end_positions"], reduction="sum")) / 2
         answer_loss = F.binary_cross_entropy_with_logits(no_answer_logits, sample["unanswerable"], reduction="sum")

@@ -342,6 +342,8 @@ class CheckpointManager:
     maximize_best_checkpoint_metric: bool = False
     patience: int = -1
     best: float | None = field(default=None, init=False)
+    # False on ranks > 0: they keep the schedule and the best score, rank 0 writes.
+    writes_files: bool = field(default=True, init=False)
     _patience_best: float | None = field(default=None, init=False, repr=False)
     _validations_without_improvement: int = field(default=0, init=False, repr=False)
 
@@ -359,7 +361,7 @@ class CheckpointManager:
 
     def check_writable(self) -> None:
         """Fail at start-up, not hours later at the first save, when --save-dir cannot be written."""
-        if self.no_save:
+        if self.no_save or not self.writes_files:
             return
         probe = self.save_dir / f".write-probe-{os.getpid()}"
         try:
@@ -414,7 +416,7 @@ class CheckpointManager:
         is_best = val is not None and self.is_better(val, self.best)
         if is_best:
             self.best = val
-        if self.no_save:
+        if self.no_save or not self.writes_files:
             return []
         paths = self._paths(epoch, num_updates, end_of_epoch, val, is_best)
         if not paths:

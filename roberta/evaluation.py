@@ -9,6 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from roberta.criterion import sum_logging_outputs
+from roberta.distributed import all_gather_objects, broadcast_object, is_initialized
 from roberta.errors import UserError
 from roberta.data.iterators import EpochBatchIterator
 from roberta.logging import ProgressLogger
@@ -26,9 +27,20 @@ def evaluate(trainer: Trainer, iterator: EpochBatchIterator) -> dict[str, float]
             if sample:
                 logging_outputs.append(trainer.valid_step(sample))
                 num_examples += int(sample["nsentences"])
-    stats = dict(trainer.criterion.reduce_metrics(sum_logging_outputs(logging_outputs)))
+    totals = _sum_over_ranks({**sum_logging_outputs(logging_outputs), "num_examples": num_examples})
+    num_examples = int(totals.pop("num_examples"))
+    stats = dict(trainer.criterion.reduce_metrics(totals))
     stats["num_examples"] = num_examples
     return stats
+
+
+def _sum_over_ranks(totals: dict) -> dict:
+    """Key-by-key sums of every rank's totals (a rank with an empty shard may lack some keys)."""
+    summed: dict = {}
+    for part in all_gather_objects(totals):
+        for key, value in part.items():
+            summed[key] = summed.get(key, 0) + value
+    return summed
 
 
 class Validator:
@@ -41,15 +53,15 @@ class Validator:
         self.task = task
         self.save_predictions = getattr(args, "save_predictions", None)
         self._build_iterator = build_iterator
-        self._batches: dict[str, tuple] = {}
+        self._first_iterators: dict[str, EpochBatchIterator] = {}
 
     def _iterator(self, subset: str) -> EpochBatchIterator:
         # Masks and order are fixed across validations, so scores are comparable between epochs.
-        if subset not in self._batches:
-            first = self._build_iterator(subset)
-            self._batches[subset] = (first.dataset, first.batches, first.num_workers)
-        dataset, batches, num_workers = self._batches[subset]
-        return EpochBatchIterator(dataset, batches, seed=1, shuffle=False, num_workers=num_workers)
+        if subset not in self._first_iterators:
+            self._first_iterators[subset] = self._build_iterator(subset)
+        first = self._first_iterators[subset]
+        return EpochBatchIterator(first.dataset, first.batches, seed=1, shuffle=False, num_workers=first.num_workers,
+                                  num_shards=first.num_shards, shard_id=first.shard_id)
 
     def __call__(self, trainer: Trainer, epoch: int, manager=None, *, end_of_epoch: bool = True) -> float | None:
         """Validate every subset; `manager` (a CheckpointManager) supplies the best score so far."""
@@ -84,14 +96,16 @@ class Validator:
         return float(stats[self.metric])
 
     def _report_predictions(self, records: list[dict], subset: str) -> dict[str, float]:
-        """Gather every rank's records; one process (rank 0) scores them and writes them in dataset order."""
+        """Gather every rank's records; one process (rank 0) scores them and writes them in dataset order,
+        and every rank gets its metrics."""
         records = gather_records(records)
-        if records is None:
-            return {}
-        path = Path(self.save_predictions) if self.save_predictions else None
-        if path is not None and len(self.subsets) > 1:
-            path = path.with_name(f"{path.stem}.{subset}{path.suffix}")
-        return self.task.report_predictions(records, subset, path)
+        metrics = {}
+        if records is not None:
+            path = Path(self.save_predictions) if self.save_predictions else None
+            if path is not None and len(self.subsets) > 1:
+                path = path.with_name(f"{path.stem}.{subset}{path.suffix}")
+            metrics = self.task.report_predictions(records, subset, path)
+        return broadcast_object(metrics)
 
     def _warn_if_chance(self, stats: dict, subset: str, epoch: int) -> None:
         chance = self.task.chance_accuracy()
@@ -111,9 +125,8 @@ class Validator:
 
 def gather_records(records: list[dict]) -> list[dict] | None:
     """All ranks' prediction records sorted by example id on rank 0 (None elsewhere); duplicates dropped."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, records)
+    if is_initialized():
+        gathered = all_gather_objects(records)
         if dist.get_rank() != 0:
             return None
         records = [record for part in gathered for record in part]

@@ -44,8 +44,18 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+# `logger.warning(..., extra=EVERY_RANK)`: a warning about this rank alone (an OOM), which
+# ranks > 0 print too; their other warnings would repeat rank 0's.
+EVERY_RANK = {"every_rank": True}
+
+
+def _own_news_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or getattr(record, "every_rank", False)
+
+
 def setup_logging(log_file: str | None = None, rank: int = 0, level: int = logging.INFO) -> None:
-    """Send log records to stderr (and appended to `log_file`); ranks > 0 keep warnings only.
+    """Send log records to stderr (and appended to `log_file`); ranks > 0 keep only errors and
+    the warnings marked `EVERY_RANK`.
 
     Calling it again replaces the handlers it installed before, never anyone else's.
     """
@@ -57,6 +67,8 @@ def setup_logging(log_file: str | None = None, rank: int = 0, level: int = loggi
     formatter = logging.Formatter(LINE_FORMAT, DATE_FORMAT)
     for handler in handlers:
         handler.setFormatter(formatter)
+        if rank > 0:
+            handler.addFilter(_own_news_only)
         root.addHandler(handler)
         _installed_handlers.append(handler)
     root.setLevel(level if rank == 0 else max(level, logging.WARNING))

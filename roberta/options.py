@@ -11,15 +11,12 @@ import argparse
 import sys
 from typing import Sequence
 
-from roberta import checkpoint, logging as roberta_logging, precision
+from roberta import checkpoint, distributed, logging as roberta_logging, precision
 from roberta.cli.common import import_user_modules
 from roberta.errors import UserError
 from roberta.models import add_model_args
 from roberta.optim import add_optimization_args
 from roberta.registry import ARCHS, CRITERIONS, LR_SCHEDULERS, OPTIMIZERS, TASKS
-
-
-DDP_BACKENDS = ("c10d", "pytorch_ddp", "no_c10d", "legacy_ddp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,18 +42,6 @@ def _add_common_args(parser: argparse.ArgumentParser) -> None:
                        help="seed for data order, masking and dropout (dropout uses seed + update)")
     group.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is visible")
     roberta_logging.add_logging_args(parser)
-
-
-def _add_distributed_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("distributed")
-    group.add_argument("--ddp-backend", default="pytorch_ddp", choices=DDP_BACKENDS,
-                       help="how gradients are synchronised across processes: c10d/pytorch_ddp overlap "
-                            "the all-reduce with backward; no_c10d/legacy_ddp all-reduce once after "
-                            "all micro-batches")
-    group.add_argument("--distributed-world-size", type=int,
-                       help="total number of processes (default: all visible GPUs, or 1)")
-    group.add_argument("--find-unused-parameters", action="store_true",
-                       help="let DDP tolerate parameters that get no gradient in a step")
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, train: bool) -> None:
@@ -91,7 +76,7 @@ def build_parser(*, train: bool) -> argparse.ArgumentParser:
     _add_component_choices(parser, train=train)
     _add_common_args(parser)
     _add_dataset_args(parser, train=train)
-    _add_distributed_args(parser)
+    distributed.add_distributed_args(parser)
     precision.add_precision_args(parser.add_argument_group("precision"))
     if not train:
         parser.add_argument("--path", required=True, help="checkpoint to evaluate")
@@ -161,10 +146,8 @@ def validate_args(args: argparse.Namespace, *, train: bool) -> None:
         raise UserError(f"--required-batch-size-multiple must be >= 1, got {args.required_batch_size_multiple}")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
-    if args.distributed_world_size is not None and args.distributed_world_size > 1:
-        raise UserError(f"--distributed-world-size {args.distributed_world_size}: multi-process training "
-                        f"is not available in this version; run one process (multi-GPU comes with torchrun "
-                        f"support)")
+    if args.distributed_world_size is not None and args.distributed_world_size < 1:
+        raise UserError(f"--distributed-world-size must be >= 1, got {args.distributed_world_size}")
     if train:
         checkpoint.validate_checkpoint_args(args)
         precision.validate_precision_args(args)

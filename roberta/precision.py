@@ -61,7 +61,7 @@ def add_precision_args(parser: argparse.ArgumentParser) -> None:
                         help="initial loss scale for float16 training")
     parser.add_argument("--fp16-scale-window", type=int, metavar="N",
                         help="updates without overflow before the loss scale is doubled "
-                             "(default: 2**14 / --update-freq)")
+                             "(default: 2**14 / world size / --update-freq)")
     parser.add_argument("--fp16-scale-tolerance", type=float, default=0.0, metavar="P",
                         help="share of updates since the last rescale that may overflow before the loss "
                              "scale is halved (0: halve on every overflow)")

@@ -1,6 +1,7 @@
 """Bad input: one clear line naming the problem, a non-zero exit, no traceback."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,19 @@ def test_unknown_flag_is_rejected(demo_data_bin: Path, tmp_path: Path) -> None:
 def test_meaningless_flag_value_fails_before_loading_data(tmp_path: Path) -> None:
     result = run_cli("train", *tiny_args(tmp_path / "nowhere", tmp_path, "--update-freq", "0"))
     assert_one_line_error(result, "roberta-train", "--update-freq")
+
+
+def test_a_meaningless_process_count_fails_before_loading_data(tmp_path: Path) -> None:
+    result = run_cli("train", *tiny_args(tmp_path / "nowhere", tmp_path, "--distributed-world-size", "0"))
+    assert_one_line_error(result, "roberta-train", "--distributed-world-size must be >= 1")
+
+
+def test_more_processes_than_gpus_is_one_line(demo_data_bin: Path, tmp_path: Path) -> None:
+    argv = [arg for arg in tiny_args(demo_data_bin, tmp_path, "--distributed-world-size", "2") if arg != "--cpu"]
+    result = subprocess.run([sys.executable, "-m", "roberta.cli.train", *argv], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert_one_line_error(result, "roberta-train", "--distributed-world-size 2 needs 2 GPUs but 0 are visible",
+                          "--cpu")
 
 
 def test_corrupt_index_file(demo_data_bin: Path, tmp_path: Path) -> None:

@@ -128,6 +128,23 @@ def test_shards_cover_the_data_and_take_the_same_number_of_steps() -> None:
     assert sorted(map(tuple, raw)) == sorted(map(tuple, ids(make().next_epoch_itr())))
 
 
+def test_split_micro_batches_keep_every_update_and_the_resume_position() -> None:
+    whole = ids(make(update_freq=2).next_epoch_itr())
+    itr = make(update_freq=2)
+    epoch = itr.next_epoch_itr()
+    first = next(epoch)
+    itr.split_micro_batches(2)
+    rest = list(epoch)
+    # Each group now holds 2 x 2 pieces (a 1-example batch leaves an empty piece), and together
+    # they hold exactly the examples of the unsplit groups, in order.
+    assert all(len(group) == 4 for group in rest[:-1])
+    halves = [batch["id"].tolist() if batch else [] for group in rest for batch in group]
+    assert [i for batch in ids([first]) + halves for i in batch] == [i for batch in whole for i in batch]
+    assert epoch.n == 7 and itr.state_dict()["epoch"] == 2
+    # The next epoch keeps the split.
+    assert all(len(group) == 4 for group in list(itr.next_epoch_itr())[:-1])
+
+
 def test_the_empty_placeholder_is_an_empty_dict() -> None:
     groups = list(make(num_shards=3, shard_id=2).next_epoch_itr())
     assert groups[-1] == [{}]

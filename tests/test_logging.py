@@ -13,7 +13,8 @@ import torch
 
 from roberta import logging as roberta_logging
 from roberta.errors import UserError
-from roberta.logging import ProgressLogger, add_logging_args, format_stat, resolve_log_format, setup_logging
+from roberta.logging import (EVERY_RANK, ProgressLogger, add_logging_args, format_stat, resolve_log_format,
+                             setup_logging)
 from roberta.meters import AverageMeter, LastValueMeter, MeterGroup, StopwatchMeter, SumMeter, TimeMeter
 
 STATS = {"loss": 3.14159, "ppl": 8.8216, "wps": 12345.678, "ups": 1.2345, "wpb": 4096.04,
@@ -228,13 +229,15 @@ def test_setup_logging_writes_fairseq_lines_to_log_file(tmp_path, root_logging):
     assert lines[2].endswith(" | INFO | train_inner | epoch 001:      0 / 5 loss=1")
 
 
-def test_setup_logging_keeps_only_warnings_on_other_ranks(tmp_path, root_logging):
+def test_other_ranks_print_errors_and_their_own_warnings_only(tmp_path, root_logging):
     log_file = tmp_path / "rank1.log"
     setup_logging(str(log_file), rank=1)
     logging.getLogger("roberta.trainer").info("chatty")
-    logging.getLogger("roberta.trainer").warning("important")
+    logging.getLogger("roberta.data").warning("the same on every rank")
+    logging.getLogger("roberta.trainer").warning("out of memory here", extra=EVERY_RANK)
+    logging.getLogger("roberta.trainer").error("broken")
     assert [line.split(" | ", 1)[1] for line in log_file.read_text().splitlines()] == [
-        "WARNING | roberta.trainer | important"]
+        "WARNING | roberta.trainer | out of memory here", "ERROR | roberta.trainer | broken"]
 
 
 def test_setup_logging_bad_log_file_is_a_user_error(tmp_path, root_logging):

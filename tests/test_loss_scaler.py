@@ -71,10 +71,13 @@ def test_state_dict_round_trip_continues_identically() -> None:
     assert run(restored, future) == run(original, future)
 
 
-def test_default_window_follows_update_freq() -> None:
+def test_default_window_follows_update_freq_and_world_size() -> None:
     args = argparse.Namespace(fp16_init_scale=4.0, fp16_scale_window=None, fp16_scale_tolerance=0.0,
-                              threshold_loss_scale=1.0, min_loss_scale=1e-4, update_freq=[8])
+                              threshold_loss_scale=1.0, min_loss_scale=1e-4, update_freq=[8],
+                              distributed_world_size=1)
     scaler = DynamicLossScaler.from_args(args)
     assert (scaler.scale, scaler.scale_window, scaler.threshold) == (4.0, 2048, 1.0)
+    args.distributed_world_size = 8
+    assert DynamicLossScaler.from_args(args).scale_window == 256
     args.fp16_scale_window = 128
     assert DynamicLossScaler.from_args(args).scale_window == 128

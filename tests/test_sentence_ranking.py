@@ -284,3 +284,29 @@ def test_predictions_of_all_ranks_reach_one_writer_in_dataset_order(tmp_path) ->
                        start_method="spawn")
     assert json.loads((tmp_path / "rank1.json").read_text()) is None
     assert [record["id"] for record in json.loads((tmp_path / "rank0.json").read_text())] == list(range(10))
+
+
+@pytest.mark.parametrize("ddp_flags", [("--ddp-backend", "no_c10d"), ("--ddp-backend", "c10d", "--find-unused-parameters")])
+def test_fine_tuning_on_two_processes_equals_one_process_accumulating_two(race_bin: Path, tmp_path, ddp_flags) -> None:
+    # The masked-LM head gets no gradient while fine-tuning: torch DDP must be told, ours need not.
+    common = ("--lr", "1e-3", "--max-update", "6", "--dropout", "0", "--attention-dropout", "0", "--batch-size", "4",
+              "--no-epoch-checkpoints", "--disable-validation")
+    runs = {"single": ("--update-freq", "2"),
+            "ddp": (*ddp_flags, "--distributed-world-size", "2", "--distributed-init-method",
+                    f"file://{tmp_path / 'rendezvous'}")}
+    for name, flags in runs.items():
+        result = subprocess.run([sys.executable, "-m", "roberta.cli.train", *ranking_args(race_bin, tmp_path / name, *common, *flags)],
+                                capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    single, ddp = (torch.load(tmp_path / name / "checkpoint_last.pt", weights_only=True)["model"] for name in runs)
+    assert max((single[key] - ddp[key]).abs().max().item() for key in single) <= 1e-6
+
+
+def test_unused_head_under_torch_ddp_asks_for_find_unused_parameters(race_bin: Path, tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "roberta.cli.train", *ranking_args(
+        race_bin, tmp_path, "--max-update", "4", "--batch-size", "4", "--disable-validation", "--ddp-backend", "c10d",
+        "--distributed-world-size", "2", "--distributed-init-method", f"file://{tmp_path / 'rendezvous'}")],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 1
+    assert "add --find-unused-parameters, or use --ddp-backend no_c10d" in result.stderr
+    assert "Traceback" not in result.stderr

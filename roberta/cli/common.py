@@ -1,12 +1,13 @@
 """What every command line shares: error reporting and loading the task/criterion plug-ins."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from roberta.errors import UserError
 
@@ -16,8 +17,15 @@ logger = logging.getLogger(__name__)
 def run_cli(main: Callable[[Sequence[str] | None], None], prog: str,
             argv: Sequence[str] | None = None) -> None:
     """Run `main`, turning a UserError into one line on stderr and exit status 1."""
-    try:
+    with exit_on_user_error(prog):
         main(argv)
+
+
+@contextlib.contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    """A UserError becomes `prog: error: ...` and exit status 1; Ctrl-C exit status 130."""
+    try:
+        yield
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

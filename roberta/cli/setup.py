@@ -9,6 +9,7 @@ import torch
 from roberta import checkpoint
 from roberta.data.batching import batch_by_size, filter_by_size
 from roberta.data.iterators import EpochBatchIterator
+from roberta.distributed import SINGLE_PROCESS, DistributedContext
 from roberta.errors import UserError
 from roberta.models.pretrained import check_tying, load_pretrained
 from roberta.optim.layer_decay import (align_saved_groups, count_encoder_layers, describe_param_groups,
@@ -26,9 +27,10 @@ def pick_device(cpu: bool) -> torch.device:
     return torch.device("cpu")
 
 
-def build_components(args: argparse.Namespace):
-    """Task, trainer and checkpoint manager for a training run."""
+def build_components(args: argparse.Namespace, context: DistributedContext = SINGLE_PROCESS):
+    """Task, trainer and checkpoint manager for a training run (this rank's part of it)."""
     manager = checkpoint.CheckpointManager.from_args(args)
+    manager.writes_files = context.is_master
     manager.check_writable()
     device = pick_device(args.cpu)
     precision = resolve_precision(args, device)
@@ -42,7 +44,12 @@ def build_components(args: argparse.Namespace):
     optimizer = OPTIMIZERS.get(args.optimizer).from_args(args, trainable_param_groups(args, model))
     lr_scheduler = LR_SCHEDULERS.get(args.lr_scheduler).from_args(args, optimizer)
     trainer = Trainer(model, criterion, optimizer, lr_scheduler, device=device, clip_norm=args.clip_norm,
-                      seed=args.seed, precision=precision, loss_scaler=build_loss_scaler(args, precision))
+                      seed=args.seed, precision=precision, loss_scaler=build_loss_scaler(args, precision),
+                      context=context, ddp_backend=args.ddp_backend,
+                      find_unused_parameters=args.find_unused_parameters, oom_backoff=args.oom_backoff)
+    if context.is_distributed:
+        logger.info("training on %d processes (%s, --ddp-backend %s)", context.world_size,
+                    "NCCL" if device.type == "cuda" else "gloo", args.ddp_backend)
     return task, trainer, manager
 
 
@@ -86,9 +93,9 @@ def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.Chec
     return extra_state
 
 
-def epoch_iterator(args: argparse.Namespace, task, split: str, *, train: bool,
-                   state: dict | None = None) -> EpochBatchIterator:
-    """Batches for `split`: length-filtered, token-budgeted, sharded, resumable."""
+def epoch_iterator(args: argparse.Namespace, task, split: str, *, train: bool, state: dict | None = None,
+                   context: DistributedContext = SINGLE_PROCESS) -> EpochBatchIterator:
+    """Batches for `split`: length-filtered, token-budgeted, sharded over ranks, resumable."""
     dataset = task.load_dataset(split)
     max_positions = task.max_positions()
     indices = dataset.ordered_indices()
@@ -105,8 +112,12 @@ def epoch_iterator(args: argparse.Namespace, task, split: str, *, train: bool,
     if not batches:
         raise UserError(f"split '{split}' has no example that fits --max-positions {max_positions} "
                         f"and --max-tokens {max_tokens}")
+    if train and len(batches) < context.world_size:
+        raise UserError(f"split '{split}' has {len(batches)} mini-batches, fewer than the {context.world_size} "
+                        f"processes; lower --max-tokens/--batch-size or use fewer processes")
     iterator = EpochBatchIterator(dataset, batches, seed=args.seed, shuffle=train,
-                                  num_workers=args.num_workers,
+                                  num_workers=args.num_workers, num_shards=context.world_size,
+                                  shard_id=context.rank,
                                   update_freq=args.update_freq if train else [1])
     if state is not None:
         iterator.load_state_dict(state)

@@ -9,9 +9,10 @@ from typing import Sequence
 
 import torch
 
-from roberta import checkpoint, options
+from roberta import checkpoint, distributed, options
 from roberta.cli.common import run_cli
 from roberta.cli.setup import build_components, epoch_iterator, restore
+from roberta.distributed import DistributedContext
 from roberta.evaluation import Validator
 from roberta.logging import ProgressLogger, setup_logging
 from roberta.meters import MeterGroup
@@ -22,19 +23,28 @@ logger = logging.getLogger("roberta.train")
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = options.parse_args(argv, train=True)
-    setup_logging(args.log_file)
+    distributed.launch(train, args, "roberta-train")
+
+
+def train(args: argparse.Namespace, context: DistributedContext) -> None:
+    """One rank's run; rank 0 alone logs at INFO level and writes files."""
+    setup_logging(args.log_file if context.is_master else None, rank=context.rank)
+    if not context.is_master:
+        args.tensorboard_logdir = None
+        args.log_format = "simple" if args.log_format == "tqdm" else args.log_format
     logger.info("command line arguments: %s", vars(args))
     torch.manual_seed(args.seed)
-    task, trainer, manager = build_components(args)
+    task, trainer, manager = build_components(args, context)
     extra_state = restore(args, trainer, manager)
     train_loop(args, task, trainer, manager, extra_state)
 
 
 def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkpoint.CheckpointManager,
                extra_state: dict | None) -> None:
-    epoch_itr = epoch_iterator(args, task, args.train_subset, train=True,
+    context = trainer.context
+    epoch_itr = epoch_iterator(args, task, args.train_subset, train=True, context=context,
                                state=extra_state.get("train_iterator") if extra_state else None)
-    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False))
+    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context))
     epoch_meters = MeterGroup()
     if extra_state and extra_state.get("metrics"):
         epoch_meters.load_state_dict(extra_state["metrics"])
@@ -65,6 +75,8 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
     should_stop = False
     for samples in progress.wrap(itr, offset=itr.n):
         result = trainer.train_step(samples)
+        if trainer.oom_backoff.parts != epoch_itr.micro_batch_parts:
+            epoch_itr.split_micro_batches(trainer.oom_backoff.parts)
         if result is not None:
             for meters in (window, epoch_meters):
                 record_update(meters, result)
@@ -76,7 +88,7 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
             window_start = time.perf_counter()
         end_of_epoch = epoch_itr.end_of_epoch()
         if result is None and not end_of_epoch:
-            # A skipped update (fp16 overflow) leaves num_updates as it was: nothing new to save.
+            # A skipped update (fp16 overflow, OOM) leaves num_updates as it was: nothing new to save.
             continue
         should_stop = validate_and_save(args, validator, trainer, manager, epoch_itr, epoch_meters,
                                         end_of_epoch, wall_start)

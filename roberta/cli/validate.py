@@ -13,13 +13,14 @@ from typing import Sequence
 
 import torch
 
-from roberta import checkpoint, options
+from roberta import checkpoint, distributed, options
 from roberta.cli.common import run_cli
 from roberta.cli.setup import epoch_iterator, pick_device
+from roberta.distributed import SINGLE_PROCESS, DistributedContext
 from roberta.errors import UserError
 from roberta.evaluation import Validator
 from roberta.logging import setup_logging
-from roberta.models.pretrained import check_tying, load_pretrained
+from roberta.models.pretrained import Pretrained, check_tying, load_pretrained
 from roberta.models.weights import load_model_weights
 from roberta.precision import resolve_precision
 from roberta.registry import CRITERIONS, TASKS
@@ -44,22 +45,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     path, unsafe = _checkpoint_path(argv)
     setup_logging()
     pretrained = load_pretrained(path, unsafe=unsafe)
-    state = pretrained.training_state or {}
     args = options.parse_args(argv, train=False, defaults=pretrained.training_flags())
-    setup_logging(args.log_file)
     if args.save_predictions and not Path(args.save_predictions).absolute().parent.is_dir():
         raise UserError(f"--save-predictions {args.save_predictions}: the folder it goes in does not exist")
+    if distributed.resolve_world_size(args) == 1:
+        validate(args, SINGLE_PROCESS, pretrained)
+    else:
+        # Each process reads the checkpoint itself.
+        del pretrained
+        distributed.launch(validate, args, "roberta-validate")
+
+
+def validate(args: argparse.Namespace, context: DistributedContext, pretrained: Pretrained | None = None) -> None:
+    """One rank's share of the splits; statistics are summed over ranks and rank 0 reports them."""
+    setup_logging(args.log_file if context.is_master else None, rank=context.rank)
+    if pretrained is None:
+        pretrained = load_pretrained(args.path, unsafe=args.unsafe_load)
+    state = pretrained.training_state or {}
     task = TASKS.get(args.task).setup_task(args)
     model = task.build_model(args)
-    check_tying(pretrained, model.config, path)
-    load_model_weights(model, pretrained.state_dict, path=path)
+    check_tying(pretrained, model.config, args.path)
+    load_model_weights(model, pretrained.state_dict, path=args.path)
     criterion = CRITERIONS.get(args.criterion).from_args(args, task)
     device = pick_device(args.cpu)
     trainer = Trainer(model, criterion, optimizer=None, lr_scheduler=None, device=device,
-                      precision=resolve_precision(args, device))
+                      precision=resolve_precision(args, device), context=context)
     trainer.num_updates = checkpoint.num_updates(state)
-    logger.info("loaded %s (update %d)", path, trainer.num_updates)
-    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False))
+    logger.info("loaded %s (update %d)", args.path, trainer.num_updates)
+    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context))
     with torch.inference_mode():
         validator(trainer, epoch=checkpoint.epoch(state))
 

@@ -33,10 +33,16 @@ class EpochIterator:
 
     `len()` is the number of updates in the epoch and `n` the number done so far, counting the
     ones skipped on resume as done (a partial group rounds up, as fairseq's resume does).
+    With `parts` > 1 (--oom-backoff) each mini-batch is collated as that many smaller ones and a
+    group holds all of them; positions still count whole mini-batches, so checkpoints agree.
     """
 
-    def __init__(self, loader: torch.utils.data.DataLoader | None, offset: int, stop: int, update_freq: int) -> None:
-        self._loader = loader
+    def __init__(self, dataset: Any, shard: list[np.ndarray], offset: int, stop: int, update_freq: int,
+                 num_workers: int, parts: int = 1) -> None:
+        self._dataset = dataset
+        self._shard = shard
+        self._num_workers = num_workers
+        self._parts = parts
         self._batches: Iterator[dict] | None = None
         self.offset = offset
         self.consumed = offset
@@ -54,6 +60,12 @@ class EpochIterator:
     def has_next(self) -> bool:
         return self.consumed < self.stop
 
+    def split_batches(self, parts: int) -> None:
+        """Serve the rest of the epoch with every mini-batch split in `parts`."""
+        if parts != self._parts:
+            self._parts = parts
+            self._batches = None
+
     def __iter__(self) -> EpochIterator:
         return self
 
@@ -61,11 +73,21 @@ class EpochIterator:
         if not self.has_next():
             raise StopIteration
         if self._batches is None:
-            self._batches = iter(self._loader)
+            self._batches = iter(self._loader())
         size = min(self.update_freq, self.stop - self.consumed)
-        group = [next(self._batches) for _ in range(size)]
+        group = [next(self._batches) for _ in range(size * self._parts)]
         self.consumed += size
         return group
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        pieces = [piece for batch in self._shard[self.consumed:self.stop] for piece in _split(batch, self._parts)]
+        return torch.utils.data.DataLoader(self._dataset, batch_sampler=pieces, collate_fn=_Collate(self._dataset),
+                                           num_workers=self._num_workers)
+
+
+def _split(batch: np.ndarray, parts: int) -> list[np.ndarray]:
+    # Always `parts` pieces, empty ones included, so every rank's groups have the same length.
+    return [batch] if parts == 1 else np.array_split(batch, parts)
 
 
 class EpochBatchIterator:
@@ -108,6 +130,7 @@ class EpochBatchIterator:
         self.update_freqs = freqs
         self.skip_remainder_batch = skip_remainder_batch
         self._epoch = epoch
+        self.micro_batch_parts = 1
         self._current: EpochIterator | None = None
         self._resume: tuple[bool, int] | None = None  # (shuffle, offset) loaded from a checkpoint
 
@@ -181,15 +204,13 @@ class EpochBatchIterator:
         stop = len(shard)
         if self.skip_remainder_batch:
             stop = offset + (stop - offset) // freq * freq
-        loader = None
-        if stop > offset:
-            loader = torch.utils.data.DataLoader(
-                self.dataset,
-                batch_sampler=shard[offset:stop],
-                collate_fn=_Collate(self.dataset),
-                num_workers=self.num_workers,
-            )
-        return EpochIterator(loader, offset, stop, freq)
+        return EpochIterator(self.dataset, shard, offset, stop, freq, self.num_workers, self.micro_batch_parts)
+
+    def split_micro_batches(self, parts: int) -> None:
+        """From now on (this epoch included) split every mini-batch in `parts` (--oom-backoff)."""
+        self.micro_batch_parts = parts
+        if self._current is not None:
+            self._current.split_batches(parts)
 
     def _shard_batches(self, epoch: int, shuffle: bool) -> list[np.ndarray]:
         order = np.arange(len(self.batches))

@@ -5,7 +5,7 @@ State-dict keys: `encoder.sentence_encoder.*`, `encoder.lm_head.*`, `classificat
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -76,15 +76,21 @@ class RobertaModel(nn.Module):
 
     def forward(self, src_tokens: Tensor, features_only: bool = False,
                 return_all_hiddens: bool = False, classification_head_name: str | None = None,
-                masked_tokens: Tensor | None = None,
-                **unused_net_input: Any) -> tuple[Tensor, dict[str, Any]]:
+                masked_tokens: Tensor | None = None, features_heads: Sequence[str] = (),
+                **unused_net_input: Any) -> tuple[Any, dict[str, Any]]:
         """Returns (output, {"inner_states": [...]}).
 
         output: classification logits (B x num_classes) when `classification_head_name` is
         given (whatever `features_only` says, as in fairseq), else features (B x T x C)
         when `features_only`, else masked-LM logits (B x T x V, or N_masked x V for the
-        bool B x T `masked_tokens`). Extra net_input keys (e.g. `src_lengths`) are ignored.
+        bool B x T `masked_tokens`), or with `features_heads` a list of those heads applied to
+        the features (a span head scores every position). Extra net_input keys (e.g.
+        `src_lengths`) are ignored.
         """
+        if features_heads:
+            # Inside forward, so torch DDP sees the heads' parameters used by this pass.
+            features, extra = self.encoder(src_tokens, True, return_all_hiddens)
+            return [self._classification_head(name)(features) for name in features_heads], extra
         if classification_head_name is None:
             return self.encoder(src_tokens, features_only, return_all_hiddens, masked_tokens)
         if masked_tokens is not None:

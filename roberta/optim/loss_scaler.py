@@ -45,10 +45,10 @@ class DynamicLossScaler:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DynamicLossScaler:
-        """fairseq's default window is 2**14 updates' worth of micro-batches (world size 1)."""
+        """fairseq's default window: 2**14 micro-batches over all processes, in updates."""
         window = args.fp16_scale_window
         if window is None:
-            window = int(2 ** 14 / args.update_freq[0])
+            window = max(int(2 ** 14 / (args.distributed_world_size or 1) / args.update_freq[0]), 1)
         logger.info("dynamic loss scaling: initial scale %g, window %d updates, tolerance %g, threshold %s, "
                     "minimum %g", args.fp16_init_scale, window, args.fp16_scale_tolerance,
                     args.threshold_loss_scale, args.min_loss_scale)

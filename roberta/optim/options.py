@@ -106,6 +106,10 @@ def add_optimization_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update-freq", type=parse_update_freq, default="1", metavar="N1,N2,...",
                         help="accumulate gradients over N mini-batches per update; a comma list "
                              "gives one value per epoch, the last one holding afterwards")
+    parser.add_argument("--oom-backoff", action="store_true",
+                        help="after two out-of-memory errors at one micro-batch size, split every mini-batch "
+                             "in two and accumulate twice as many (repeatedly if needed), keeping the "
+                             "examples per update; without it an OOM only skips its update")
     parser.add_argument("--max-update", type=_at_least("--max-update", int, 0), default=0, metavar="N",
                         help="stop after N updates (0: no limit); also the default decay length "
                              "of polynomial_decay and cosine")
