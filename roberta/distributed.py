@@ -121,6 +121,9 @@ def _spawned_rank(index: int, rank_main: RankMain, args: argparse.Namespace, wor
     with exit_on_user_error(f"{prog} (rank {index})" if index else prog):
         # A spawned interpreter starts with empty registries.
         import_user_modules(args.user_dir)
+        if args.cpu and "OMP_NUM_THREADS" not in os.environ:
+            # CPU processes share the machine's cores instead of each claiming all of them.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         _run_rank(rank_main, args, DistributedContext(index, index, world), init_method)
 
 
