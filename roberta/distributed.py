@@ -23,6 +23,8 @@ from roberta.cli.common import exit_on_user_error, import_user_modules
 from roberta.errors import UserError
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+# How a run was launched, which a later command on a checkpoint must not inherit.
+LAUNCH_FLAGS = ("distributed_world_size", "distributed_init_method")
 DDP_BACKENDS = ("c10d", "pytorch_ddp", "no_c10d", "legacy_ddp")
 # torch DDP: the gradient all-reduce overlaps the backward pass of the last micro-batch.
 OVERLAPPING_BACKENDS = ("c10d", "pytorch_ddp")
@@ -65,7 +67,6 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--find-unused-parameters", action="store_true",
                        help="let torch DDP tolerate parameters that get no gradient (e.g. the unused "
                             "LM head while fine-tuning with --ddp-backend c10d)")
-
 
 
 def launched_by_torchrun() -> bool:

@@ -37,7 +37,8 @@ def two_processes(rendezvous: Path) -> tuple[str, ...]:
 
 
 def run(command: list[str], faults: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, FAULTS: faults}
+    # One thread per process in every run, so one process and two use the same kernels.
+    env = {**os.environ, FAULTS: faults, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
@@ -159,11 +160,14 @@ def test_non_finite_loss_on_one_rank_stops_every_rank_and_keeps_the_last_good_ch
 
 
 def test_validation_on_two_processes_reports_what_one_process_does(runs, demo_data_bin: Path, tmp_path: Path) -> None:
-    checkpoint = runs["single"][0] / "checkpoint_last.pt"
+    # A checkpoint of a two-process run: roberta-validate does not inherit how it was launched.
+    checkpoint = runs["c10d"][0] / "checkpoint_last.pt"
     command = [sys.executable, "-m", "roberta.cli.validate", str(demo_data_bin), "--path", str(checkpoint),
                "--log-format", "json", "--cpu"]
-    one = json_events(succeed(command), "valid")
-    two = json_events(succeed([*command, *two_processes(tmp_path / "rendezvous")]), "valid")
+    one_log = succeed(command)
+    two_log = succeed([*command, *two_processes(tmp_path / "rendezvous")])
+    assert "validating on" not in one_log and "validating on 2 processes" in two_log
+    one, two = json_events(one_log, "valid"), json_events(two_log, "valid")
     assert len(one) == len(two) == 1
     assert two[0]["valid_loss"] == one[0]["valid_loss"]
     assert two[0]["valid_num_examples"] == one[0]["valid_num_examples"]

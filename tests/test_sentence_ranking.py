@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -294,9 +295,11 @@ def test_fine_tuning_on_two_processes_equals_one_process_accumulating_two(race_b
     runs = {"single": ("--update-freq", "2"),
             "ddp": (*ddp_flags, "--distributed-world-size", "2", "--distributed-init-method",
                     f"file://{tmp_path / 'rendezvous'}")}
+    # One thread everywhere, so both runs use the same kernels and summation order.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name, flags in runs.items():
         result = subprocess.run([sys.executable, "-m", "roberta.cli.train", *ranking_args(race_bin, tmp_path / name, *common, *flags)],
-                                capture_output=True, text=True, cwd=REPO, timeout=300)
+                                capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
     single, ddp = (torch.load(tmp_path / name / "checkpoint_last.pt", weights_only=True)["model"] for name in runs)
     assert max((single[key] - ddp[key]).abs().max().item() for key in single) <= 1e-6

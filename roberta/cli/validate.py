@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     path, unsafe = _checkpoint_path(argv)
     setup_logging()
     pretrained = load_pretrained(path, unsafe=unsafe)
-    args = options.parse_args(argv, train=False, defaults=pretrained.training_flags())
+    stored = {key: value for key, value in pretrained.training_flags().items() if key not in distributed.LAUNCH_FLAGS}
+    args = options.parse_args(argv, train=False, defaults=stored)
     if args.save_predictions and not Path(args.save_predictions).absolute().parent.is_dir():
         raise UserError(f"--save-predictions {args.save_predictions}: the folder it goes in does not exist")
     if distributed.resolve_world_size(args) == 1:
@@ -72,6 +73,8 @@ def validate(args: argparse.Namespace, context: DistributedContext, pretrained: 
                       precision=resolve_precision(args, device), context=context)
     trainer.num_updates = checkpoint.num_updates(state)
     logger.info("loaded %s (update %d)", args.path, trainer.num_updates)
+    if context.is_distributed:
+        logger.info("validating on %d processes", context.world_size)
     validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context))
     with torch.inference_mode():
         validator(trainer, epoch=checkpoint.epoch(state))
