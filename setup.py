@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["roberta", "roberta.*"]) + ["tasks", "criterions"],
     install_requires=["torch>=2.2", "numpy", "sentencepiece", "regex", "tqdm"],
     extras_require={
-        "test": ["pytest", "transformers", "safetensors", "scipy"],
+        "test": ["pytest", "transformers", "safetensors", "scipy", "scikit-learn"],
     },
     entry_points={
         "console_scripts": [
@@ -17,6 +17,7 @@ setup(
             "roberta-validate=roberta.cli.validate:cli_main",
             "roberta-bpe=roberta.cli.bpe:cli_main",
             "roberta-convert=roberta.cli.convert:cli_main",
+            "roberta-sweep=roberta.cli.sweep:cli_main",
         ],
     },
 )

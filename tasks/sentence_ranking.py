@@ -13,7 +13,8 @@ import numpy as np
 
 from roberta.data.dictionary import Dictionary
 from roberta.data.indexed_dataset import dataset_exists, load_indexed_dataset
-from roberta.data.multiple_choice import SHORTEN_METHODS, MultipleChoiceDataset
+from roberta.data.multiple_choice import MultipleChoiceDataset
+from roberta.data.shortening import SHORTEN_METHODS
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
 from roberta.models import RobertaModel, build_model_config

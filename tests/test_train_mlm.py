@@ -120,3 +120,12 @@ def test_whole_word_masking_without_bpe_is_refused(demo_data_bin: Path, tmp_path
     from roberta.errors import UserError
     with pytest.raises(UserError, match="--mask-whole-words needs --bpe"):
         train.main(tiny_run(demo_data_bin, tmp_path, "--mask-whole-words", "--max-update", "1"))
+
+
+def test_rerunning_a_finished_run_trains_no_further(demo_data_bin: Path, tmp_path: Path, capfd) -> None:
+    args = tiny_run(demo_data_bin, tmp_path, "--lr", "1e-3", "--max-update", "4", "--total-num-update", "20")
+    train.main(args)
+    before = (tmp_path / "checkpoint_last.pt").read_bytes()
+    train.main(args)
+    assert "already at --max-update 4: nothing to train" in capfd.readouterr().err
+    assert (tmp_path / "checkpoint_last.pt").read_bytes() == before

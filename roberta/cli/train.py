@@ -50,6 +50,10 @@ def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkp
         epoch_meters.load_state_dict(extra_state["metrics"])
     wall_start = time.perf_counter() - (extra_state or {}).get("previous_training_time", 0.0)
     max_epoch = args.max_epoch or math.inf
+    if args.max_update and trainer.num_updates >= args.max_update:
+        logger.info("the restored checkpoint is at update %d, already at --max-update %d: nothing to train",
+                    trainer.num_updates, args.max_update)
+        return
     lr = trainer.lr_scheduler.step_epoch(epoch_itr.next_epoch_idx)
     while epoch_itr.next_epoch_idx <= max_epoch:
         if lr <= args.stop_min_lr:

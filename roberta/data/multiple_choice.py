@@ -12,8 +12,8 @@ import torch
 
 from roberta.data.batching import length_sorted
 from roberta.data.indexed_dataset import MMapIndexedDataset
+from roberta.data.shortening import prefixed, shortened
 
-SHORTEN_METHODS = ("none", "truncate", "random_crop")
 
 
 class MultipleChoiceDataset(torch.utils.data.Dataset):
@@ -56,27 +56,18 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        context = _prefixed(self.separator_token, self.context[index])
+        context = prefixed(self.separator_token, self.context[index])
         sequences = []
         for choice, option in enumerate(self.options):
-            tokens = _prefixed(self.init_token, option[index])
+            tokens = prefixed(self.init_token, option[index])
             if self.max_option_length is not None:
                 tokens = tokens[: self.max_option_length]
-            sequences.append(self._shorten(torch.cat([tokens, context]), index, choice))
+            sequences.append(shortened(torch.cat([tokens, context]), self.shorten_method, self.max_positions,
+                                       (self.seed, self.epoch, index, choice)))
         example = {"id": index, "options": sequences}
         if self.labels is not None:
             example["target"] = int(self.labels[index])
         return example
-
-    def _shorten(self, tokens: torch.Tensor, index: int, choice: int) -> torch.Tensor:
-        if self.shorten_method == "none" or len(tokens) <= self.max_positions:
-            return tokens
-        if self.shorten_method == "truncate":
-            return tokens[: self.max_positions]
-        # A crop that depends only on (seed, epoch, example, option): resumable and worker-independent.
-        rng = np.random.default_rng([self.seed, self.epoch, index, choice])
-        start = int(rng.integers(0, len(tokens) - self.max_positions + 1))
-        return tokens[start: start + self.max_positions]
 
     def num_tokens(self, index: int) -> int:
         return int(self.sizes[index])
@@ -108,9 +99,3 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
             batch["target"] = torch.tensor([sample["target"] for sample in samples], dtype=torch.long)
         return batch
 
-
-def _prefixed(token: int | None, tokens: torch.Tensor) -> torch.Tensor:
-    tokens = tokens.long()
-    if token is None:
-        return tokens
-    return torch.cat([tokens.new_tensor([token]), tokens])
