@@ -7,7 +7,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from roberta.criterion import LN2, Criterion
+from roberta.criterion import Criterion, loss_and_accuracy
 from roberta.errors import UserError
 from roberta.registry import CRITERIONS
 
@@ -57,8 +57,4 @@ class SentencePredictionCriterion(Criterion):
 
     @staticmethod
     def reduce_metrics(logging_output: dict) -> dict[str, float]:
-        sample_size = max(logging_output.get("sample_size", 0), 1)
-        metrics = {"loss": logging_output.get("loss", 0.0) / sample_size / LN2}
-        if "ncorrect" in logging_output:
-            metrics["accuracy"] = 100.0 * logging_output["ncorrect"] / max(logging_output.get("nsentences", 0), 1)
-        return metrics
+        return loss_and_accuracy(logging_output)

@@ -51,3 +51,13 @@ def sum_logging_outputs(outputs: list[dict]) -> dict:
         for key, value in output.items():
             total[key] = total.get(key, 0) + value
     return {key: value.item() if torch.is_tensor(value) else value for key, value in total.items()}
+
+
+def loss_and_accuracy(logging_output: dict) -> dict[str, float]:
+    """Base-2 loss per sample, and accuracy (%) when the criterion counted `ncorrect`: the metrics
+    of the classification criterions."""
+    sample_size = max(logging_output.get("sample_size", 0), 1)
+    metrics = {"loss": logging_output.get("loss", 0.0) / sample_size / LN2}
+    if "ncorrect" in logging_output:
+        metrics["accuracy"] = 100.0 * logging_output["ncorrect"] / max(logging_output.get("nsentences", 0), 1)
+    return metrics

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from roberta.data.indexed_dataset import MMapIndexedDataset, dataset_exists, load_indexed_dataset
 from roberta.errors import UserError
 
 
@@ -57,3 +58,11 @@ def data_directory(data: str, flag: str = "data") -> Path:
     if not path.is_dir():
         raise UserError(f"{flag} directory '{data}' does not exist; pass the folder written by roberta-preprocess")
     return path
+
+
+def load_split(root: Path, field: str, split: str) -> MMapIndexedDataset:
+    """`root/field/split.{bin,idx}` (e.g. `input0/train`), or one clear error when it is missing."""
+    prefix = root / field / split
+    if not dataset_exists(str(prefix)):
+        raise UserError(f"split '{split}' not found: expected {prefix}.bin and {prefix}.idx")
+    return load_indexed_dataset(str(prefix), combine=False)

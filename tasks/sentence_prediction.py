@@ -27,7 +27,7 @@ from roberta.fileio import atomic_write
 from roberta.glue_metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman
 from roberta.models import RobertaModel, build_model_config
 from roberta.registry import TASKS
-from roberta.task import Task, data_directory
+from roberta.task import Task, data_directory, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ class SentencePredictionTask(Task):
             self.positive_class = label_dictionary.index("1") - label_dictionary.nspecial
 
     def load_dataset(self, split: str, epoch: int = 1) -> SentencePairDataset:
-        first = self._load_input(0, split)
-        second = self._load_input(1, split) if self.pairs else None
+        first = load_split(self.root, "input0", split)
+        second = load_split(self.root, "input1", split) if self.pairs else None
         if second is not None and len(second) != len(first):
             raise UserError(f"split '{split}': input1 has {len(second)} examples but input0 has {len(first)}; "
                             f"rerun preprocessing")
@@ -118,12 +118,6 @@ class SentencePredictionTask(Task):
         logger.info("loaded %d %s from %s/*/%s", len(dataset), "sentence pairs" if self.pairs else "sentences",
                     self.root, split)
         return dataset
-
-    def _load_input(self, index: int, split: str):
-        prefix = self.root / f"input{index}" / split
-        if not dataset_exists(str(prefix)):
-            raise UserError(f"split '{split}' not found: expected {prefix}.bin and {prefix}.idx")
-        return load_indexed_dataset(str(prefix), combine=False)
 
     def _load_targets(self, split: str, expected: int) -> np.ndarray | None:
         targets = self._load_floats(split) if self.regression else self._load_classes(split)

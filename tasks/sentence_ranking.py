@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from roberta.data.dictionary import Dictionary
-from roberta.data.indexed_dataset import dataset_exists, load_indexed_dataset
 from roberta.data.multiple_choice import MultipleChoiceDataset
 from roberta.data.shortening import SHORTEN_METHODS
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
 from roberta.models import RobertaModel, build_model_config
 from roberta.registry import TASKS
-from roberta.task import Task, data_directory
+from roberta.task import Task, data_directory, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ class SentenceRankingTask(Task):
         self.shuffle = not args.no_shuffle
 
     def load_dataset(self, split: str, epoch: int = 1) -> MultipleChoiceDataset:
-        inputs = [self._load_input(index, split) for index in range(self.num_classes + 1)]
+        inputs = [load_split(self.root, f"input{index}", split) for index in range(self.num_classes + 1)]
         for index, data in enumerate(inputs[1:], start=1):
             if len(data) != len(inputs[0]):
                 raise UserError(f"split '{split}': input{index} has {len(data)} examples but input0 has "
@@ -96,12 +95,6 @@ class SentenceRankingTask(Task):
             shorten_method=shorten, max_positions=self.max_positions_, seed=self.seed, shuffle=self.shuffle)
         logger.info("loaded %d examples of %d options from %s/*/%s", len(dataset), self.num_classes, self.root, split)
         return dataset
-
-    def _load_input(self, index: int, split: str):
-        prefix = self.root / f"input{index}" / split
-        if not dataset_exists(str(prefix)):
-            raise UserError(f"split '{split}' not found: expected {prefix}.bin and {prefix}.idx")
-        return load_indexed_dataset(str(prefix), combine=False)
 
     def _load_labels(self, split: str, expected: int) -> np.ndarray | None:
         path = self.root / "label" / f"{split}.label"
