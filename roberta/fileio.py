@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash never leaves a truncated file under the final name."""
+"""Crash-safe file writes: atomic renames and fsynced staging files."""
 from __future__ import annotations
 
 import contextlib
@@ -38,3 +38,14 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def synced_text_file(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """A UTF-8 text file with `\n` line ends, fsynced on close: for files of a staging folder that
+    is renamed into place afterwards, so a crash cannot leave a complete-looking folder holding
+    truncated files."""
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())

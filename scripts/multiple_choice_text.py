@@ -13,7 +13,6 @@ folder is refused unless it is empty, so earlier results are never mixed with or
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -21,9 +20,10 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 from roberta.errors import UserError
+from roberta.fileio import synced_text_file
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def _write_split(folder: Path, name: str, examples: Iterable[Example], num_optio
     suffixes = [f"input{index}" for index in range(num_options + 1)] + ["label", "ids"]
     count = 0
     with ExitStack() as stack:
-        files = [stack.enter_context(_synced_text_file(folder / f"{name}.{suffix}"))
+        files = [stack.enter_context(synced_text_file(folder / f"{name}.{suffix}"))
                  for suffix in suffixes]
         for example in examples:
             lines = [example.context, *example.options, str(example.label),
@@ -190,13 +190,3 @@ def _write_split(folder: Path, name: str, examples: Iterable[Example], num_optio
                 handle.write(line + "\n")
             count += 1
     return count
-
-
-@contextlib.contextmanager
-def _synced_text_file(path: Path) -> Iterator[IO[str]]:
-    # fsync before the folder is renamed, so a crash cannot leave a complete-looking folder
-    # holding truncated files.
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())

@@ -25,7 +25,6 @@ every file is written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shutil
@@ -37,6 +36,7 @@ from typing import IO, Iterator, Sequence
 
 from roberta.cli.common import run_cli
 from roberta.errors import UserError
+from roberta.fileio import synced_text_file
 
 KINDS = ("train", "dev", "test")
 BOM = b"\xef\xbb\xbf"
@@ -208,7 +208,7 @@ def write_output(output_dir: Path, task: Task, files: Sequence[tuple[str, str, P
                 if layout.label is not None:
                     names.append(f"{stem}.label")
                 with ExitStack() as stack:
-                    sinks = [stack.enter_context(_synced_file(staging / name)) for name in names]
+                    sinks = [stack.enter_context(synced_text_file(staging / name)) for name in names]
                     counts[stem] = cut_file(path, stem, layout, task.labels, options, sinks)
             # rename(2) is atomic and replaces an empty folder but never a non-empty one.
             os.replace(staging, output_dir)
@@ -314,16 +314,6 @@ def _valid_label(label: str, labels: tuple[str, ...] | None) -> bool:
     except ValueError:
         return False
     return math.isfinite(score) and 0.0 <= score <= 5.0
-
-
-@contextlib.contextmanager
-def _synced_file(path: Path) -> Iterator[IO[str]]:
-    # fsync before the folder is renamed, so that a crash cannot leave a complete-looking
-    # folder holding truncated files.
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 if __name__ == "__main__":
