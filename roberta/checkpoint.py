@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from roberta.errors import UserError
+from roberta.faults import NO_FAULTS, FaultInjector
 from roberta.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ DEFAULT_RESTORE_FILE = "checkpoint_last.pt"
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 _DROP = object()  # marks a value plain_config leaves out
 # Disk or directory failures the user can fix; any other error while saving is a bug (traceback kept).
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
                 errno.ENOENT, errno.ENOTDIR}
 # Released fairseq RoBERTa `model.pt` files keep their config in an argparse.Namespace, which is
 # inert to rebuild (attributes only), so allowing it does not open the door to code execution.
@@ -173,6 +174,7 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
+    _check_looks_like_torch_file(path)
     if unsafe:
         logger.warning("loading %s with --unsafe-load: its pickled code runs with your permissions", path)
     try:
@@ -194,6 +196,18 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe: bool = False) -> dict:
         raise UserError(f"checkpoint {path}: not a model checkpoint (no 'model' entry); "
                         f"pass a file written by roberta-train or fairseq-train")
     return state
+
+
+def _check_looks_like_torch_file(path: Path) -> None:
+    """torch.save writes a zip archive (legacy files: a pickle, whose first byte is 0x80); anything
+    else (a text file, a dataset .bin, an empty file) would only give an obscure unpickling error."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise UserError(f"checkpoint {path}: empty file (an interrupted copy or save?); use another checkpoint")
+    if head != b"PK\x03\x04" and head[0] != 0x80:
+        raise UserError(f"checkpoint {path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
+                        f"pass a file written by roberta-train or fairseq-train")
 
 
 def training_flags(state: dict) -> dict:
@@ -263,6 +277,16 @@ def build_checkpoint_state(
     if save_optimizer_state and optimizer_state is not None:
         state["last_optimizer_state"] = optimizer_state
     return state
+
+
+def _disk_error(error: BaseException | None) -> OSError | None:
+    """The disk or directory failure behind `error`, if any. torch.save reports a failed write as a
+    RuntimeError of its zip writer raised while handling the OSError, so the chain is searched."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @dataclass
@@ -344,6 +368,7 @@ class CheckpointManager:
     best: float | None = field(default=None, init=False)
     # False on ranks > 0: they keep the schedule and the best score, rank 0 writes.
     writes_files: bool = field(default=True, init=False)
+    faults: FaultInjector = field(default=NO_FAULTS, init=False, repr=False)
     _patience_best: float | None = field(default=None, init=False, repr=False)
     _validations_without_improvement: int = field(default=0, init=False, repr=False)
 
@@ -360,7 +385,8 @@ class CheckpointManager:
         self.best = None if extra_state.get("best") is None else float(extra_state["best"])
 
     def check_writable(self) -> None:
-        """Fail at start-up, not hours later at the first save, when --save-dir cannot be written."""
+        """Fail at start-up, not hours later at the first save, when --save-dir cannot be written;
+        and remove what a save killed midway left behind, which no later save may overwrite."""
         if self.no_save or not self.writes_files:
             return
         probe = self.save_dir / f".write-probe-{os.getpid()}"
@@ -371,6 +397,12 @@ class CheckpointManager:
         except OSError as error:
             raise UserError(f"--save-dir {self.save_dir}: not writable ({error.strerror}); choose another "
                             f"directory or fix its permissions") from None
+        stale = [path for path in self.save_dir.glob("checkpoint*.pt.tmp") if path.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            logger.info("removed %d unfinished checkpoint file(s) left by an interrupted save: %s", len(stale),
+                        ", ".join(path.name for path in stale))
 
     def is_better(self, a: float, b: float | None, *, strict: bool = False) -> bool:
         """Whether score `a` is at least as good as `b` (ties overwrite checkpoint_best.pt, as in fairseq)
@@ -424,11 +456,12 @@ class CheckpointManager:
         extra_state = {**(state.get("extra_state") or {}), "val_loss": val, "best": self.best}
         try:
             self.save_dir.mkdir(parents=True, exist_ok=True)
-            self._write({**state, "extra_state": extra_state}, paths)
-        except OSError as error:
-            if error.errno not in _DISK_ERRNOS:
+            self._write({**state, "extra_state": extra_state}, paths, num_updates)
+        except (OSError, RuntimeError) as error:
+            disk_error = _disk_error(error)
+            if disk_error is None:
                 raise
-            raise UserError(f"could not write checkpoint to {paths[0]}: {error.strerror}; "
+            raise UserError(f"could not write checkpoint to {paths[0]}: {disk_error.strerror}; "
                             f"previous checkpoints are intact") from None
         logger.info("saved %s (epoch %d @ %d updates, valid %s %s, best %s)", ", ".join(map(str, paths)),
                     epoch, num_updates, self.best_checkpoint_metric, val, self.best)
@@ -453,11 +486,13 @@ class CheckpointManager:
             names.append(f"checkpoint_last{suffix}.pt")
         return [self.save_dir / name for name in names]
 
-    def _write(self, state: dict, paths: list[Path]) -> None:
+    def _write(self, state: dict, paths: list[Path], num_updates: int) -> None:
         # Serialize once; a crash at any point leaves each name either old or new, never partial.
         first, *others = paths
         with atomic_write(first, "wb") as handle:
             torch.save(state, handle)
+            self.faults.kill_if("kill-save", update=num_updates)
+        self.faults.kill_if("kill-save-names", update=num_updates)
         for path in others:
             link = path.with_name(path.name + ".tmp")
             link.unlink(missing_ok=True)  # left behind by a save that was killed

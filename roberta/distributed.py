@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
+from multiprocessing.connection import wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,6 +23,7 @@ import torch.distributed as dist
 
 from roberta.cli.common import exit_on_user_error, import_user_modules
 from roberta.errors import UserError
+from roberta.stop_signals import STOP_EXIT_CODES, STOP_SIGNALS
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # How a run was launched, which a later command on a checkpoint must not inherit.
@@ -28,6 +31,8 @@ LAUNCH_FLAGS = ("distributed_world_size", "distributed_init_method")
 DDP_BACKENDS = ("c10d", "pytorch_ddp", "no_c10d", "legacy_ddp")
 # torch DDP: the gradient all-reduce overlaps the backward pass of the last micro-batch.
 OVERLAPPING_BACKENDS = ("c10d", "pytorch_ddp")
+# How long the launcher waits for the other ranks once one has stopped on a signal.
+STOP_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,7 @@ def launch(rank_main: RankMain, args: argparse.Namespace, prog: str) -> None:
     else:
         init_method = args.distributed_init_method or f"tcp://localhost:{_free_port()}"
         try:
-            torch.multiprocessing.spawn(_spawned_rank, args=(rank_main, args, world, init_method, prog),
-                                        nprocs=world, join=True)
+            _spawn_and_join(world, args=(rank_main, args, world, init_method, prog))
         except torch.multiprocessing.ProcessExitedException as error:
             if error.signal_name:
                 raise SystemExit(f"{prog}: error: process {error.error_index} was killed by {error.signal_name}; "
@@ -115,6 +119,35 @@ def launch(rank_main: RankMain, args: argparse.Namespace, prog: str) -> None:
             raise SystemExit(error.exit_code or 1) from None
         except torch.multiprocessing.ProcessRaisedException as error:
             raise SystemExit(f"{prog}: error: a training process failed:\n{error}") from None
+
+
+def _spawn_and_join(world: int, args: tuple) -> None:
+    """Start the ranks and wait for them. A SIGTERM or SIGINT sent to this launcher alone (`kill`,
+    a scheduler) is passed on to every rank as SIGTERM, so they stop together at a safe point."""
+    ranks = torch.multiprocessing.spawn(_spawned_rank, args=args, nprocs=world, join=False)
+
+    def forward(signum: int, frame: object) -> None:
+        for process in ranks.processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
+    try:
+        while True:
+            ready = wait([process.sentinel for process in ranks.processes if process.exitcode is None])
+            for process in ranks.processes:
+                if process.sentinel in ready:
+                    process.join()  # a ready sentinel means the exit is under way; collect its status
+            if any(process.exitcode in STOP_EXIT_CODES for process in ranks.processes):
+                # The others stop at the same update, a moment later: let them, rather than have
+                # torch's join terminate them as if they had hung.
+                for process in ranks.processes:
+                    process.join(STOP_GRACE_SECONDS)
+            if ranks.join(timeout=0):
+                return
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _spawned_rank(index: int, rank_main: RankMain, args: argparse.Namespace, world: int,
@@ -145,6 +178,12 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("localhost", 0))
         return probe.getsockname()[1]
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
+    if is_initialized():
+        dist.barrier()
 
 
 def is_initialized() -> bool:

@@ -1,21 +1,30 @@
 """Test-only fault injection: `ROBERTA_INJECT_FAULTS` makes chosen training steps fail on purpose.
 
-The variable holds `;`-separated faults, each `KIND[:rank=R,..][:steps=S,..][:micro_batches=M,..]`:
-KIND is `oom-forward`, `oom-backward` (raise a CUDA-style out-of-memory error there) or `nan-loss`
-(make the loss NaN). `steps` counts `train_step` calls from 1 (skipped updates count too, so a
-fault never repeats forever); `micro_batches` counts from 0 within a step. An omitted filter
-matches everything. The environment reaches every process a run starts, so a test can make one
-rank of a multi-process run fail.
+The variable holds `;`-separated faults, each `KIND[:rank=R,..][:steps=S,..][:micro_batches=M,..]
+[:updates=U,..]`. KIND is one of
+- `oom-forward`, `oom-backward`: raise a CUDA-style out-of-memory error there;
+- `nan-loss`: make the loss NaN;
+- `kill-step`: SIGKILL this process in the forward pass of a training step;
+- `kill-save`: SIGKILL it once a checkpoint is serialized to its temporary file, before any name
+  is replaced; `kill-save-names`: after the first name is replaced, before the others;
+- `kill-validate`: SIGKILL it during a validation pass (at its first batch).
+`steps` counts `train_step` calls of this process from 1 (skipped updates count too, so a fault
+never repeats forever); `micro_batches` counts from 0 within a step; `updates` is the update being
+computed (in a step) or just finished (at a save or validation), so a kill can be aimed at one
+moment of a run that was resumed. An omitted filter matches everything. The environment reaches
+every process a run starts, so a test can make one rank of a multi-process run fail.
 """
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 from roberta.errors import UserError
 
 ENVIRONMENT_VARIABLE = "ROBERTA_INJECT_FAULTS"
-KINDS = ("oom-forward", "oom-backward", "nan-loss")
+KINDS = ("oom-forward", "oom-backward", "nan-loss", "kill-step", "kill-save", "kill-save-names", "kill-validate")
+FILTERS = ("rank", "steps", "micro_batches", "updates")
 
 
 @dataclass(frozen=True)
@@ -24,11 +33,15 @@ class Fault:
     ranks: frozenset[int] | None = None
     steps: frozenset[int] | None = None
     micro_batches: frozenset[int] | None = None
+    updates: frozenset[int] | None = None
 
-    def matches(self, kind: str, rank: int, step: int, micro_batch: int) -> bool:
-        return (self.kind == kind and (self.ranks is None or rank in self.ranks)
-                and (self.steps is None or step in self.steps)
-                and (self.micro_batches is None or micro_batch in self.micro_batches))
+    def matches(self, kind: str, rank: int, step: int, micro_batch: int, update: int | None) -> bool:
+        return (self.kind == kind and _within(rank, self.ranks) and _within(step, self.steps)
+                and _within(micro_batch, self.micro_batches) and _within(update, self.updates))
+
+
+def _within(value: int | None, allowed: frozenset[int] | None) -> bool:
+    return allowed is None or value in allowed
 
 
 def parse_faults(text: str) -> list[Fault]:
@@ -40,7 +53,7 @@ def parse_faults(text: str) -> list[Fault]:
         sets: dict[str, frozenset[int]] = {}
         for item in filters:
             name, _, values = item.partition("=")
-            if name not in ("rank", "steps", "micro_batches"):
+            if name not in FILTERS:
                 raise UserError(f"{ENVIRONMENT_VARIABLE}: unknown filter '{name}' in '{spec}'")
             try:
                 sets["ranks" if name == "rank" else name] = frozenset(int(value) for value in values.split(","))
@@ -61,5 +74,14 @@ class FaultInjector:
     def from_environment(cls, rank: int) -> FaultInjector:
         return cls(parse_faults(os.environ.get(ENVIRONMENT_VARIABLE, "")), rank)
 
-    def fires(self, kind: str, step: int, micro_batch: int) -> bool:
-        return any(fault.matches(kind, self.rank, step, micro_batch) for fault in self.faults)
+    def fires(self, kind: str, step: int = 0, micro_batch: int = 0, update: int | None = None) -> bool:
+        return any(fault.matches(kind, self.rank, step, micro_batch, update) for fault in self.faults)
+
+    def kill_if(self, kind: str, *, step: int = 0, micro_batch: int = 0, update: int | None = None) -> None:
+        """SIGKILL this process when a `kill-*` fault matches: no handler, cleanup or flush runs,
+        exactly as when the machine loses power or the OOM killer strikes."""
+        if self.fires(kind, step, micro_batch, update):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+NO_FAULTS = FaultInjector([], rank=0)

@@ -62,11 +62,13 @@ class Trainer:
         self._wrapped_model: torch.nn.Module | None = None
         self.oom_updates = 0
         self.oom_backoff = OomBackoff(oom_backoff)
-        self._faults = FaultInjector.from_environment(context.rank)
+        self.faults = FaultInjector.from_environment(context.rank)
         self._steps = 0
         self._micro_batch = 0
-        if self._faults.faults:
+        if self.faults.faults:
             self.model.register_forward_pre_hook(self._inject_forward_fault)
+        # Set by every train_step: whether any rank asked to stop (SIGTERM/SIGINT) before it.
+        self.stop_agreed = False
         self._dummy_sample: dict | None = None
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._optimizer_history: list[dict] = []
@@ -83,9 +85,12 @@ class Trainer:
     def get_lr(self) -> float:
         return self.lr_scheduler.get_lr()
 
-    def train_step(self, samples: list[dict]) -> dict | None:
+    def train_step(self, samples: list[dict], *, stop_requested: bool = False) -> dict | None:
         """One update over the micro-batches of `samples` (all ranks together); returns its summed
-        statistics, or None when the update was skipped (fp16 overflow, OOM, no data)."""
+        statistics, or None when the update was skipped (fp16 overflow, OOM, no data).
+
+        `stop_requested` (this rank got SIGTERM/SIGINT) travels in the update's one small
+        all-reduce, so every rank sets `stop_agreed` alike and they all stop after this update."""
         # Dropout depends only on (seed, update), so a resumed run draws the same masks.
         torch.manual_seed(self.seed + self.num_updates)
         self.model.train()
@@ -129,7 +134,9 @@ class Trainer:
                 continue
             sample_size += size * weight
             logging_outputs.append(logging_output if weight else {key: value * 0 for key, value in logging_output.items()})
-        failed_ranks, sample_size = all_reduce_sum([float(out_of_memory), float(sample_size)])
+        failed_ranks, sample_size, stopping_ranks = all_reduce_sum(
+            [float(out_of_memory), float(sample_size), float(stop_requested)])
+        self.stop_agreed = stopping_ranks > 0
         if failed_ranks:
             self._skip_for_oom(int(failed_ranks))
             return None
@@ -188,7 +195,7 @@ class Trainer:
                                 "(when fine-tuning, usually the unused masked-LM head): add "
                                 "--find-unused-parameters, or use --ddp-backend no_c10d") from None
             raise
-        if self._faults.fires("nan-loss", self._steps, self._micro_batch):
+        if self.faults.fires("nan-loss", self._steps, self._micro_batch, self.num_updates + 1):
             loss = loss * float("nan")
             logging_output = {**logging_output, "loss": logging_output["loss"] * float("nan")}
         return loss, size, logging_output
@@ -196,11 +203,14 @@ class Trainer:
     def _inject_forward_fault(self, *unused: Any) -> None:
         # A forward pre-hook of the model itself, so the error comes from inside torch DDP's
         # forward, where a real OOM would.
-        if self.model.training and self._faults.fires("oom-forward", self._steps, self._micro_batch):
+        if not self.model.training:
+            return
+        self.faults.kill_if("kill-step", step=self._steps, micro_batch=self._micro_batch, update=self.num_updates + 1)
+        if self.faults.fires("oom-forward", self._steps, self._micro_batch, self.num_updates + 1):
             raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {FAULTS_VARIABLE})")
 
     def _backward(self, loss: torch.Tensor) -> None:
-        if self._faults.fires("oom-backward", self._steps, self._micro_batch):
+        if self.faults.fires("oom-backward", self._steps, self._micro_batch, self.num_updates + 1):
             raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {FAULTS_VARIABLE})")
         loss.backward()
 
@@ -280,6 +290,7 @@ class Trainer:
 
     @torch.no_grad()
     def valid_step(self, sample: dict) -> dict:
+        self.faults.kill_if("kill-validate", update=self.num_updates)
         self.model.eval()
         self.criterion.eval()
         with self.precision.autocast(self.device):

@@ -13,6 +13,11 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(REPO_ROOT))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "reliability: crash, signal, corrupt-input and resource guarantees "
+                                       "(docs/reliability.md); select with -m reliability")
+
+
 @pytest.fixture(autouse=True)
 def _no_log_handlers_between_tests():
     """A CLI run in-process installs log handlers; the next test starts without them."""

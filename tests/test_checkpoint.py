@@ -390,7 +390,7 @@ def broken_files(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("truncated", "truncated or corrupt"), ("empty", "truncated or corrupt"), ("text", "not a PyTorch checkpoint"),
+    ("truncated", "truncated or corrupt"), ("empty", "empty file"), ("text", "not a PyTorch checkpoint"),
     ("literal", "not a PyTorch checkpoint"), ("no_model", "no 'model' entry"), ("a_list", "no 'model' entry"),
     ("missing", "no such file"),
 ])

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from roberta.cli import bpe as bpe_cli
-from roberta.cli import train, validate
+from roberta.cli import validate
 from roberta.demo_corpus import make_squad_dataset
 from roberta.squad_metrics import gold_answers, squad2_metrics
 from roberta.squad_postprocess import Windows, postprocess

@@ -87,9 +87,11 @@ def test_empty_placeholder_batches_are_skipped(model: RobertaModel) -> None:
 
 
 def test_faults_are_parsed_strictly() -> None:
-    faults = parse_faults("oom-forward:rank=1:steps=2,3; nan-loss")
-    assert faults[0].matches("oom-forward", 1, 3, 0) and not faults[0].matches("oom-forward", 0, 3, 0)
-    assert faults[1].matches("nan-loss", 5, 9, 2)
+    faults = parse_faults("oom-forward:rank=1:steps=2,3; nan-loss; kill-save:updates=8,16")
+    assert faults[0].matches("oom-forward", 1, 3, 0, 7) and not faults[0].matches("oom-forward", 0, 3, 0, 7)
+    assert faults[1].matches("nan-loss", 5, 9, 2, None)
+    assert faults[2].matches("kill-save", 0, 0, 0, 16) and not faults[2].matches("kill-save", 0, 0, 0, 12)
+    assert not faults[2].matches("kill-save", 0, 0, 0, None)
     for bad in ("oom-sideways", "oom-forward:when=2", "oom-forward:steps=two"):
         with pytest.raises(UserError, match=ENVIRONMENT_VARIABLE):
             parse_faults(bad)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from roberta.errors import UserError
+from roberta.stop_signals import StoppedBySignal
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,12 @@ def run_cli(main: Callable[[Sequence[str] | None], None], prog: str,
 
 @contextlib.contextmanager
 def exit_on_user_error(prog: str) -> Iterator[None]:
-    """A UserError becomes `prog: error: ...` and exit status 1; Ctrl-C exit status 130."""
+    """A UserError becomes `prog: error: ...` and exit status 1; Ctrl-C exit status 130; a run
+    stopped at a safe point by a signal (it said so itself) exits with 128 + the signal's number."""
     try:
         yield
+    except StoppedBySignal as stop:
+        sys.exit(stop.exit_code)
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)

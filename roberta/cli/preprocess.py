@@ -3,10 +3,15 @@
 Each line of an input file becomes one sequence of dictionary indices ending in `</s>`.
 Writes `dict.txt`, `preprocess.log` and `<split>.bin`/`.idx` into `--destdir`, where a
 comma-separated `--validpref a,b` gives the splits `valid` and `valid1` (likewise `--testpref`).
+The outputs are written into a staging folder inside `--destdir` and moved into place at the end,
+so a run killed at any moment leaves each split complete or absent, never beside a `dict.txt` it
+was not binarized with; the next run removes the staging folder a killed one left.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -15,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +32,7 @@ from roberta.logging import DATE_FORMAT, LINE_FORMAT, setup_logging
 
 logger = logging.getLogger("roberta.preprocess")
 
+STAGING_PREFIX = ".staging-"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,26 +83,79 @@ def main(argv: Sequence[str] | None = None) -> None:
     splits = _check_args(args)
     destdir = Path(args.destdir)
     destdir.mkdir(parents=True, exist_ok=True)
-    log_file = logging.FileHandler(destdir / "preprocess.log", encoding="utf-8")
-    log_file.setFormatter(logging.Formatter(LINE_FORMAT, DATE_FORMAT))
-    logger.addHandler(log_file)
-    logger.setLevel(logging.INFO)
+    with _sole_run_in(destdir):
+        log_file = logging.FileHandler(destdir / "preprocess.log", encoding="utf-8")
+        log_file.setFormatter(logging.Formatter(LINE_FORMAT, DATE_FORMAT))
+        logger.addHandler(log_file)
+        logger.setLevel(logging.INFO)
+        try:
+            logger.info(args)
+            dictionary = _dictionary(args)
+            same_dictionary = _holds_dictionary(destdir / "dict.txt", dictionary)
+            if not same_dictionary:
+                _check_no_other_splits(destdir, [split for split, _ in splits])
+            _write_outputs(destdir, dictionary, splits, args.workers,
+                           keep_old_dictionary=same_dictionary)
+            if not args.dict_only:
+                logger.info("Wrote preprocessed data to %s", destdir)
+        finally:
+            logger.removeHandler(log_file)
+            log_file.close()
+
+
+@contextlib.contextmanager
+def _sole_run_in(destdir: Path) -> Iterator[None]:
+    """Hold a lock on `destdir` for the run: two runs would interleave their outputs, and while it
+    is held every staging folder in `destdir` is one that a killed run left behind."""
+    fd = os.open(destdir, os.O_RDONLY)
     try:
-        logger.info(args)
-        dictionary = _dictionary(args)
-        dictionary.save(destdir / "dict.txt")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"--destdir {destdir}: another roberta-preprocess (or a worker process "
+                            f"it started) is still writing there; wait for it to finish or stop "
+                            f"it, or choose another --destdir") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_outputs(destdir: Path, dictionary: Dictionary, splits: list[tuple[str, str]],
+                   workers: int, *, keep_old_dictionary: bool) -> None:
+    """Write dict.txt and every split into a fresh staging folder, then publish them."""
+    for stale in destdir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=destdir, prefix=STAGING_PREFIX))
+    try:
+        dictionary.save(staging / "dict.txt")
         logger.info("Dictionary: %d types", len(dictionary))
-        if args.dict_only:
-            return
         for split, path in splits:
-            stats = binarize_file(path, destdir / split, dictionary, args.workers)
+            stats = binarize_file(path, staging / split, dictionary, workers)
             percent = 100 * sum(stats.replaced.values()) / max(stats.tokens, 1)
             logger.info(f"{path}: {stats.sentences} sents, {stats.tokens} tokens, "
                         f"{percent:.3}% replaced (by {dictionary.unk_word})")
-        logger.info("Wrote preprocessed data to %s", destdir)
+        _publish(staging, destdir, [split for split, _ in splits],
+                 keep_old_dictionary=keep_old_dictionary)
     finally:
-        logger.removeHandler(log_file)
-        log_file.close()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, destdir: Path, split_names: list[str], *,
+             keep_old_dictionary: bool) -> None:
+    """Move dict.txt and the splits from `staging` into `destdir` in an order that is safe to be
+    killed at any point: each split stays complete or absent, and is never beside a dict.txt it
+    was not binarized with (the old one goes before any new split arrives, the new one comes last,
+    so a fresh run that was killed can be rerun unchanged: its dict.txt is not there yet)."""
+    # Without its index a split is absent: the loader needs both files, and the new .bin then
+    # overwrites the old one.
+    for split in split_names:
+        (destdir / f"{split}.idx").unlink(missing_ok=True)
+    if not keep_old_dictionary:
+        (destdir / "dict.txt").unlink(missing_ok=True)
+    for split in split_names:
+        os.replace(staging / f"{split}.bin", destdir / f"{split}.bin")
+        os.replace(staging / f"{split}.idx", destdir / f"{split}.idx")
+    os.replace(staging / "dict.txt", destdir / "dict.txt")
 
 
 def _check_args(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -132,6 +191,24 @@ def _dictionary(args: argparse.Namespace) -> Dictionary:
         return Dictionary.load(args.srcdict)
     return build_dictionary([args.trainpref], workers=args.workers, threshold=args.thresholdsrc,
                             nwords=args.nwordssrc, padding_factor=args.padding_factor)
+
+
+def _holds_dictionary(dict_path: Path, dictionary: Dictionary) -> bool:
+    """Whether `dict_path` gives every symbol the index `dictionary` gives it (the counts may
+    differ: they do not change a binarized split)."""
+    return dict_path.exists() and Dictionary.load(dict_path) == dictionary
+
+
+def _check_no_other_splits(destdir: Path, split_names: list[str]) -> None:
+    """Splits in `destdir` that this run does not rewrite were binarized with the dict.txt there
+    now; beside this run's other dictionary they would still load, and decode to other words."""
+    others = sorted({path.name[:-len(path.suffix)] for path in destdir.iterdir()
+                     if path.suffix in (".bin", ".idx")} - set(split_names))
+    if others:
+        raise UserError(f"--destdir {destdir} holds split(s) {', '.join(others)} binarized with "
+                        f"another dict.txt than this run's, and this run would not rewrite them; "
+                        f"binarize them too (--trainpref/--validpref/--testpref), remove them, or "
+                        f"choose another --destdir")
 
 
 def binarize_file(path: str, out_prefix: Path, dictionary: Dictionary, workers: int) -> BinarizeStats:

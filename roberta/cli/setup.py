@@ -47,6 +47,7 @@ def build_components(args: argparse.Namespace, context: DistributedContext = SIN
                       seed=args.seed, precision=precision, loss_scaler=build_loss_scaler(args, precision),
                       context=context, ddp_backend=args.ddp_backend,
                       find_unused_parameters=args.find_unused_parameters, oom_backoff=args.oom_backoff)
+    manager.faults = trainer.faults
     if context.is_distributed:
         logger.info("training on %d processes (%s, --ddp-backend %s)", context.world_size,
                     "NCCL" if device.type == "cuda" else "gloo", args.ddp_backend)

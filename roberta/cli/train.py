@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import time
 from typing import Sequence
 
@@ -16,6 +17,7 @@ from roberta.distributed import DistributedContext
 from roberta.evaluation import Validator
 from roberta.logging import ProgressLogger, setup_logging
 from roberta.meters import MeterGroup
+from roberta.stop_signals import StoppedBySignal, StopSignals
 from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.train")
@@ -34,13 +36,30 @@ def train(args: argparse.Namespace, context: DistributedContext) -> None:
         args.log_format = "simple" if args.log_format == "tqdm" else args.log_format
     logger.info("command line arguments: %s", vars(args))
     torch.manual_seed(args.seed)
-    task, trainer, manager = build_components(args, context)
-    extra_state = restore(args, trainer, manager)
-    train_loop(args, task, trainer, manager, extra_state)
+    with StopSignals() as stop_signals:
+        task, trainer, manager = build_components(args, context)
+        extra_state = restore(args, trainer, manager)
+        train_loop(args, task, trainer, manager, extra_state, stop_signals)
+    finished = bool(args.max_update) and trainer.num_updates >= args.max_update
+    if trainer.stop_agreed and not finished:
+        stop_on_signal(args, trainer, manager, stop_signals)
+
+
+def stop_on_signal(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.CheckpointManager,
+                   stop_signals: StopSignals) -> None:
+    """Say where the run stopped and how to go on, then exit with 128 + the signal's number."""
+    last = manager.save_dir / f"checkpoint_last{args.checkpoint_suffix}.pt"
+    saved = manager.writes_files and not (args.no_save or args.no_last_checkpoints)
+    logger.warning("stopped by %s at update %d: %s", stop_signals.name, trainer.num_updates,
+                   f"{last} holds this update; run the same command to resume" if saved else
+                   "no checkpoint_last.pt was written (--no-save or --no-last-checkpoints)")
+    # Every rank leaves together, after rank 0 has finished writing.
+    distributed.barrier()
+    raise StoppedBySignal(stop_signals.received or signal.SIGTERM)
 
 
 def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkpoint.CheckpointManager,
-               extra_state: dict | None) -> None:
+               extra_state: dict | None, stop_signals: StopSignals) -> None:
     context = trainer.context
     epoch_itr = epoch_iterator(args, task, args.train_subset, train=True, context=context,
                                state=extra_state.get("train_iterator") if extra_state else None)
@@ -59,16 +78,18 @@ def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkp
         if lr <= args.stop_min_lr:
             logger.info("stopping: learning rate %g reached --stop-min-lr %g", lr, args.stop_min_lr)
             break
-        should_stop = train_epoch(args, validator, trainer, manager, epoch_itr, epoch_meters, wall_start)
+        should_stop = train_epoch(args, validator, trainer, manager, epoch_itr, epoch_meters, wall_start,
+                                  stop_signals)
         if should_stop:
             break
         epoch_meters.reset()
         lr = trainer.lr_scheduler.step_epoch(epoch_itr.next_epoch_idx)
-    logger.info("done training in %.1f seconds", time.perf_counter() - wall_start)
+    if not trainer.stop_agreed:
+        logger.info("done training in %.1f seconds", time.perf_counter() - wall_start)
 
 
 def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer, manager: checkpoint.CheckpointManager,
-                epoch_itr, epoch_meters: MeterGroup, wall_start: float) -> bool:
+                epoch_itr, epoch_meters: MeterGroup, wall_start: float, stop_signals: StopSignals) -> bool:
     """Train one epoch (or its remainder after a resume); returns True when training should stop."""
     itr = epoch_itr.next_epoch_itr()
     epoch = epoch_itr.epoch
@@ -78,7 +99,7 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
     window_start = time.perf_counter()
     should_stop = False
     for samples in progress.wrap(itr, offset=itr.n):
-        result = trainer.train_step(samples)
+        result = trainer.train_step(samples, stop_requested=stop_signals.requested)
         if trainer.oom_backoff.parts != epoch_itr.micro_batch_parts:
             epoch_itr.split_micro_batches(trainer.oom_backoff.parts)
         if result is not None:
@@ -91,11 +112,11 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
             window.reset()
             window_start = time.perf_counter()
         end_of_epoch = epoch_itr.end_of_epoch()
-        if result is None and not end_of_epoch:
+        if result is None and not end_of_epoch and not trainer.stop_agreed:
             # A skipped update (fp16 overflow, OOM) leaves num_updates as it was: nothing new to save.
             continue
         should_stop = validate_and_save(args, validator, trainer, manager, epoch_itr, epoch_meters,
-                                        end_of_epoch, wall_start)
+                                        end_of_epoch, wall_start, stopping=trainer.stop_agreed)
         if should_stop:
             break
     epoch_stats = update_stats(epoch_meters, trainer, None, wall_start)
@@ -141,20 +162,23 @@ def update_stats(meters: MeterGroup, trainer: Trainer, elapsed: float | None, wa
 
 
 def validate_and_save(args: argparse.Namespace, validator: Validator, trainer: Trainer, manager: checkpoint.CheckpointManager,
-                      epoch_itr, epoch_meters: MeterGroup, end_of_epoch: bool, wall_start: float) -> bool:
-    """fairseq's schedule: save at epoch ends and every --save-interval-updates, validate alongside."""
+                      epoch_itr, epoch_meters: MeterGroup, end_of_epoch: bool, wall_start: float, *,
+                      stopping: bool = False) -> bool:
+    """fairseq's schedule: save at epoch ends and every --save-interval-updates, validate alongside.
+    `stopping` (a signal) adds a save of checkpoint_last.pt but no validation, which would only
+    spend the scheduler's grace period."""
     epoch, num_updates = epoch_itr.epoch, trainer.num_updates
     reached_max = bool(args.max_update) and num_updates >= args.max_update
-    do_save = manager.is_save_time(epoch, num_updates, end_of_epoch) or reached_max
+    scheduled_save = manager.is_save_time(epoch, num_updates, end_of_epoch) or reached_max
     do_validate = not args.disable_validation and (
-        do_save
+        scheduled_save
         or (end_of_epoch and epoch % args.validate_interval == 0)
         or (args.validate_interval_updates > 0 and num_updates % args.validate_interval_updates == 0))
     val_metric = None
     if do_validate:
         val_metric = validator(trainer, epoch, manager, end_of_epoch=end_of_epoch)
-    should_stop = reached_max or (val_metric is not None and manager.should_stop_early(val_metric))
-    if do_save:
+    should_stop = stopping or reached_max or (val_metric is not None and manager.should_stop_early(val_metric))
+    if scheduled_save or manager.is_save_time(epoch, num_updates, end_of_epoch, stopping=stopping):
         extra_state = {
             "train_iterator": epoch_itr.state_dict(),
             "metrics": epoch_meters.state_dict(),

@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 
 HEADS_PREFIX = "classification_heads."
 EMBED_TOKENS = "encoder.sentence_encoder.embed_tokens.weight"
+EMBED_POSITIONS = "encoder.sentence_encoder.embed_positions.weight"
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], *, path: str | Path) -> None:
@@ -21,6 +22,7 @@ def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
     body); a head the model lacks, or one with other sizes, is dropped. Both are logged.
     """
     ours = model.state_dict()
+    _check_positions(ours, weights, model.config.max_positions, path)
     _check_body(ours, weights, path)
     loadable = {}
     for key, tensor in weights.items():
@@ -57,6 +59,18 @@ def _check_body(ours: dict, theirs: dict, path: str | Path) -> None:
         if not key.startswith(HEADS_PREFIX) and key in ours and ours[key].shape != tensor.shape:
             raise UserError(f"{path}: {key} has shape {tuple(tensor.shape)} in the checkpoint but "
                             f"{tuple(ours[key].shape)} in this model; use the --arch it was trained with")
+
+
+def _check_positions(ours: dict, theirs: dict, max_positions: int, path: str | Path) -> None:
+    """A --max-positions other than the checkpoint's: name the flag and the value that fits."""
+    if EMBED_POSITIONS not in theirs or EMBED_POSITIONS not in ours:
+        return
+    offset = ours[EMBED_POSITIONS].shape[0] - max_positions  # rows for padding below the first position
+    theirs_max = theirs[EMBED_POSITIONS].shape[0] - offset
+    if theirs_max != max_positions:
+        relation = "larger" if max_positions > theirs_max else "smaller"
+        raise UserError(f"--max-positions {max_positions} is {relation} than the {theirs_max} positions the "
+                        f"model in {path} was trained with; pass --max-positions {theirs_max}")
 
 
 def _num_layers(weights: dict) -> int:
