@@ -138,6 +138,11 @@ class Resets:
         return Resets(*(mine or theirs for mine, theirs in zip(astuple(self), astuple(other))))
 
 
+def last_checkpoint(save_dir: str | os.PathLike, suffix: str = "") -> Path:
+    """Where a run in `save_dir` keeps the checkpoint it resumes from."""
+    return Path(save_dir) / f"checkpoint_last{suffix}.pt"
+
+
 def resolve_restore_file(restore_file: str, save_dir: str | os.PathLike, finetune_from_model: str | None,
                          *, suffix: str = "") -> tuple[Path | None, Resets]:
     """The checkpoint to start from (None = fresh start) and the resets that choice implies.
@@ -145,7 +150,7 @@ def resolve_restore_file(restore_file: str, save_dir: str | os.PathLike, finetun
     Unlike fairseq, an explicit --restore-file that does not exist is an error: silently
     training from random weights is the worst outcome of a typo (fairseq #999).
     """
-    last = Path(save_dir) / f"checkpoint_last{suffix}.pt"
+    last = last_checkpoint(save_dir, suffix)
     if restore_file != DEFAULT_RESTORE_FILE:  # validate_checkpoint_args forbids --finetune-from-model here
         return _existing_file(Path(restore_file), "--restore-file", save_dir), Resets()
     if last.is_file():

@@ -48,8 +48,8 @@ def train(args: argparse.Namespace, context: DistributedContext) -> None:
 def stop_on_signal(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.CheckpointManager,
                    stop_signals: StopSignals) -> None:
     """Say where the run stopped and how to go on, then exit with 128 + the signal's number."""
-    last = manager.save_dir / f"checkpoint_last{args.checkpoint_suffix}.pt"
-    saved = manager.writes_files and not (args.no_save or args.no_last_checkpoints)
+    last = checkpoint.last_checkpoint(manager.save_dir, manager.checkpoint_suffix)
+    saved = manager.writes_files and not (manager.no_save or manager.no_last_checkpoints)
     logger.warning("stopped by %s at update %d: %s", stop_signals.name, trainer.num_updates,
                    f"{last} holds this update; run the same command to resume" if saved else
                    "no checkpoint_last.pt was written (--no-save or --no-last-checkpoints)")
