@@ -216,14 +216,28 @@ def _check_looks_like_torch_file(path: Path) -> None:
 
 
 def training_flags(state: dict) -> dict:
-    """The flags a checkpoint was trained with: our flat `cfg`, fairseq's `cfg` groups, or legacy `args`."""
+    """The flags a checkpoint was trained with: our flat `cfg`, fairseq's `cfg` groups, or legacy `args`.
+
+    fairseq 0.10-0.12 store each group of `cfg` as a dict or, for groups built from the command
+    line (always `model` in 0.12), as an argparse.Namespace; both read the same here.
+    """
     cfg, args = state.get("cfg"), state.get("args")
-    if isinstance(cfg, dict) and isinstance(cfg.get("common"), dict):  # fairseq: {"common": {...}, ...}
-        groups = [group for group in cfg.values() if isinstance(group, dict)]
+    if isinstance(cfg, dict) and isinstance(cfg.get("common"), (dict, argparse.Namespace)):
+        groups = [vars(group) if isinstance(group, argparse.Namespace) else group for group in cfg.values()
+                  if isinstance(group, (dict, argparse.Namespace))]
         return {key: value for group in groups for key, value in group.items()}
     if isinstance(cfg, dict):
         return dict(cfg)
     return dict(vars(args)) if isinstance(args, argparse.Namespace) else {}
+
+
+def config_group(state: dict, name: str) -> dict:
+    """One group of a fairseq `cfg` (e.g. "model", "task") as a dict; {} when absent."""
+    cfg = state.get("cfg")
+    group = cfg.get(name) if isinstance(cfg, dict) else None
+    if isinstance(group, argparse.Namespace):
+        return dict(vars(group))
+    return dict(group) if isinstance(group, dict) else {}
 
 
 def num_updates(state: dict) -> int:

@@ -2,7 +2,9 @@
 
 INPUT is detected: a roberta-train checkpoint, a fairseq `model.pt` (either generation of key
 names) or a Hugging Face folder. OUTPUT is a file, or a folder for `--to huggingface`. Only the
-model travels (weights, sizes, classification heads), never optimizer or data-loader state.
+model travels (weights, sizes, classification heads), never optimizer or data-loader state; a
+fairseq OUTPUT also carries the input's training flags (task, criterion, head settings), so
+fairseq-validate and fairseq's hub interface rebuild a fine-tuned model as it was trained.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from roberta import checkpoint
 from roberta.cli.common import run_cli
 from roberta.errors import UserError
 from roberta.logging import setup_logging
@@ -63,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             save_our_checkpoint(target, pretrained.state_dict, pretrained.config)
         else:
             generation = "2019" if args.to == "fairseq-2019" else "current"
-            save_fairseq_checkpoint(target, pretrained.state_dict, pretrained.config, generation)
+            save_fairseq_checkpoint(target, pretrained.state_dict, pretrained.config, generation,
+                                    flags=checkpoint.training_flags(pretrained.training_state or {}))
     except OSError as error:
         raise UserError(f"could not write {target}: {error.strerror or error}; choose another OUTPUT") from None
     logger.info("converted %s (%s) -> %s (%s)", source, pretrained.source, target, args.to)

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from roberta import checkpoint
+from roberta import checkpoint, fairseq_resume
 from roberta.data.batching import batch_by_size, filter_by_size
 from roberta.data.iterators import EpochBatchIterator
 from roberta.distributed import SINGLE_PROCESS, DistributedContext
 from roberta.errors import UserError
-from roberta.models.pretrained import check_tying, load_pretrained
+from roberta.models import build_model_config
+from roberta.models.pretrained import Pretrained, check_tying, load_pretrained
 from roberta.optim.layer_decay import (align_saved_groups, count_encoder_layers, describe_param_groups,
                                        layer_decay_param_groups)
 from roberta.precision import build_loss_scaler, resolve_precision
@@ -20,6 +23,9 @@ from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.setup")
 
+_SIZE_FLAGS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+               "max_positions")
+
 
 def pick_device(cpu: bool) -> torch.device:
     if not cpu and torch.cuda.is_available():
@@ -27,8 +33,45 @@ def pick_device(cpu: bool) -> torch.device:
     return torch.device("cpu")
 
 
-def build_components(args: argparse.Namespace, context: DistributedContext = SINGLE_PROCESS):
+@dataclass(frozen=True)
+class StartingPoint:
+    """The checkpoint a run starts from (none for a fresh run) and what of it to reset."""
+    path: Path | None = None
+    resets: checkpoint.Resets = checkpoint.Resets()
+    pretrained: Pretrained | None = None
+
+
+def starting_point(args: argparse.Namespace) -> StartingPoint:
+    """Find and read --restore-file (or checkpoint_last.pt) before anything is built."""
+    path, resets = checkpoint.resolve_restore_file(args.restore_file, args.save_dir, args.finetune_from_model,
+                                                   suffix=args.checkpoint_suffix)
+    if path is None:
+        return StartingPoint()
+    return StartingPoint(path, resets.merged_with(checkpoint.Resets.from_args(args)),
+                         load_pretrained(path, unsafe=args.unsafe_load))
+
+
+def adopt_model_sizes(args: argparse.Namespace, pretrained: Pretrained | None) -> None:
+    """Sizes and --max-positions that the command line leaves to the --arch preset are taken from
+    the checkpoint, so restoring a fairseq or resized model needs no flags repeated."""
+    if pretrained is None or pretrained.config is None:
+        return
+    preset = build_model_config(args, pretrained.config.vocab_size)
+    taken = {}
+    for name in _SIZE_FLAGS:
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(pretrained.config, name))
+            if getattr(args, name) != getattr(preset, name):
+                taken[name] = getattr(args, name)
+    if taken:
+        logger.info("model sizes from the checkpoint: %s",
+                    ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in taken.items()))
+
+
+def build_components(args: argparse.Namespace, context: DistributedContext = SINGLE_PROCESS,
+                     start: StartingPoint = StartingPoint()):
     """Task, trainer and checkpoint manager for a training run (this rank's part of it)."""
+    adopt_model_sizes(args, start.pretrained)
     manager = checkpoint.CheckpointManager.from_args(args)
     manager.writes_files = context.is_master
     manager.check_writable()
@@ -66,31 +109,36 @@ def trainable_param_groups(args: argparse.Namespace, model: torch.nn.Module) -> 
     return groups
 
 
-def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.CheckpointManager) -> dict | None:
-    """Load --restore-file (or checkpoint_last.pt) into the trainer; returns the extra state to resume."""
-    path, resets = checkpoint.resolve_restore_file(args.restore_file, args.save_dir, args.finetune_from_model,
-                                                   suffix=args.checkpoint_suffix)
-    if path is None:
+def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.CheckpointManager,
+            start: StartingPoint) -> dict | None:
+    """Load the starting checkpoint into the trainer; returns the extra state to resume.
+
+    Ours and fairseq's (0.10-0.12, and 2019 files that carry training state) continue as
+    fairseq would: update count, optimizer, schedule and data position, less what --reset-*
+    drops. A Hugging Face folder has only weights.
+    """
+    path, pretrained, resets = start.path, start.pretrained, start.resets
+    if path is None or pretrained is None:
         logger.info("no checkpoint found in %s: starting from scratch", args.save_dir)
         return None
-    pretrained = load_pretrained(path, unsafe=args.unsafe_load)
     check_tying(pretrained, trainer.model.config, path)
-    resets = resets.merged_with(checkpoint.Resets.from_args(args))
     state = pretrained.training_state
-    if pretrained.source != "ours":
-        # Its optimizer and data position (if any) are fairseq's or none at all: only weights carry over.
-        logger.info("%s is a %s model, not a roberta-train checkpoint: starting from its weights with a "
-                    "fresh optimizer, LR schedule, update count, data position and meters (as with "
-                    "--reset-optimizer --reset-dataloader --reset-meters)", path, pretrained.source)
+    if state is None:
+        logger.info("%s is a %s model: starting from its weights with a fresh optimizer, LR schedule, update "
+                    "count, data position and meters (as with --reset-optimizer --reset-dataloader "
+                    "--reset-meters)", path, pretrained.source)
         state, resets = {"model": pretrained.state_dict}, checkpoint.Resets(True, True, True, True)
-    if not resets.optimizer and state.get("last_optimizer_state") is not None:
+    if not resets.optimizer and state.get(fairseq_resume.STATE_KEY):
+        state = {**state, "last_optimizer_state": fairseq_resume.optimizer_state_for(
+            state[fairseq_resume.STATE_KEY], trainer.optimizer, trainer.model, path)}
+    elif not resets.optimizer and state.get("last_optimizer_state") is not None:
         state = {**state, "last_optimizer_state": align_saved_groups(state["last_optimizer_state"],
                                                                      trainer.optimizer, path=path)}
     extra_state = trainer.load_checkpoint(state, resets, path=path,
                                           optimizer_overrides=checkpoint.parse_optimizer_overrides(
                                               args.optimizer_overrides))
     manager.load_state(extra_state)
-    logger.info("restored %s (update %d)", path, trainer.num_updates)
+    logger.info("restored %s (%s, update %d)", path, pretrained.source, trainer.num_updates)
     return extra_state
 
 

@@ -10,16 +10,27 @@ from typing import Callable
 
 import numpy as np
 
+from roberta.data.seeding import seeded_rng
 from roberta.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
 def length_sorted(sizes: np.ndarray, seed: int) -> np.ndarray:
-    """Indices sorted by length, so batches pad little; ties broken by a permutation that depends
-    on the seed only, so the order is the same on every rank and run."""
-    permutation = np.random.default_rng(seed).permutation(len(sizes))
-    return permutation[np.argsort(np.asarray(sizes)[permutation], kind="stable")]
+    """Indices sorted by length, so batches pad little, ties in the order of a seeded
+    permutation's values: fairseq's `SortDataset(sort_order=[shuffle, sizes])`, index for index."""
+    return np.lexsort([shuffled(len(sizes), seed), np.asarray(sizes)])
+
+
+def random_order(n: int, seed: int) -> np.ndarray:
+    """A seeded random order of the n examples, fairseq's `SortDataset(sort_order=[shuffle])`
+    for its fine-tuning tasks, which do not sort by length."""
+    return np.argsort(shuffled(n, seed), kind="stable")
+
+
+def shuffled(n: int, seed: int) -> np.ndarray:
+    """A permutation of range(n) that depends on the seed only: fairseq's per-split shuffle."""
+    return seeded_rng(seed).permutation(n)
 
 
 def filter_by_size(

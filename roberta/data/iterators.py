@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from roberta.data.seeding import seeded_rng
 from roberta.errors import UserError
 from roberta.stop_signals import ignore_interrupts
 
@@ -99,7 +100,7 @@ def _split(batch: np.ndarray, parts: int) -> list[np.ndarray]:
 class EpochBatchIterator:
     """Serves `batches` (arrays of dataset indices) epoch after epoch for one rank.
 
-    Each epoch: batch order shuffled with `seed + epoch` (batch contents never change), split
+    Each epoch: batch order shuffled with `seed + epoch` (fairseq's stream) (batch contents never change), split
     round-robin over `num_shards` ranks (short shards padded with empty batches, collated to
     `{}`, so every rank runs the same number of steps), loaded by a DataLoader with
     `num_workers` processes after `dataset.set_epoch(epoch)`, and grouped per update.
@@ -219,9 +220,9 @@ class EpochBatchIterator:
             self._current.split_batches(parts)
 
     def _shard_batches(self, epoch: int, shuffle: bool) -> list[np.ndarray]:
-        order = np.arange(len(self.batches))
-        if shuffle:
-            order = np.random.default_rng(self.seed + epoch).permutation(len(self.batches))
+        order = list(range(len(self.batches)))
+        if shuffle:  # shuffling a list, as fairseq does, draws the same swaps as its batch list
+            seeded_rng(self.seed + epoch).shuffle(order)
         shard = [self.batches[i] for i in order[self.shard_id :: self.num_shards]]
         empty = np.zeros(0, dtype=np.int64)
         return shard + [empty] * (len(self) - len(shard))

@@ -2,7 +2,8 @@
 
 Every example draws its mask from its own generator seeded by `(seed, epoch, index)`, so masks
 change from epoch to epoch, are identical in any data-loader worker or rank, and a resumed run
-sees exactly the masks the interrupted one would have.
+sees exactly the masks the interrupted one would have. The generator and the order of the
+draws are fairseq's (`MaskTokensDataset`), so the same seed masks the same tokens as fairseq.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from roberta.data.batching import length_sorted
+from roberta.data.seeding import seeded_rng
 from roberta.errors import UserError
 
 
@@ -30,6 +32,7 @@ def mask_tokens(
     mask_whole_words: torch.Tensor | None = None,
     mask_multiple_length: int = 1,
     mask_stdev: float = 0.0,
+    replacement_cdf: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return `(source, target)` for one example, as fairseq's masked_lm does.
 
@@ -40,6 +43,8 @@ def mask_tokens(
     with `leave_unmasked_prob`, gets a random non-special token with `random_token_prob`
     (weighted by `freq_weights`, the dictionary counts, if given) and `<mask>` otherwise.
     `target` holds the original token at every chosen position and `pad_idx` elsewhere.
+    `replacement_cdf` is `replacement_distribution(vocab_size, num_special, freq_weights)`,
+    which a dataset computes once.
     """
     tokens = tokens.long()
     if bool((tokens == mask_idx).any()):
@@ -47,7 +52,7 @@ def mask_tokens(
             f"example {index} already contains the <mask> token ({mask_idx}); binarize the data with a "
             "dict.txt that has no <mask> entry (the task appends it)"
         )
-    rng = np.random.default_rng([seed, epoch, index])
+    rng = seeded_rng(seed, epoch, index)
     real = (tokens != pad_idx).numpy()
     values = tokens.numpy()[real]
     unit_lengths = _unit_lengths(mask_whole_words, real, len(values))
@@ -59,7 +64,9 @@ def mask_tokens(
     source_values[chosen & ~keep & ~rand] = mask_idx
     n_rand = int(rand.sum())
     if n_rand:
-        source_values[rand] = _random_tokens(rng, n_rand, vocab_size, num_special, freq_weights)
+        if replacement_cdf is None:
+            replacement_cdf = replacement_distribution(vocab_size, num_special, freq_weights)
+        source_values[rand] = _random_tokens(rng, n_rand, replacement_cdf)
     source = tokens.clone()
     source[torch.from_numpy(real)] = torch.from_numpy(source_values)
     target = torch.full_like(tokens, pad_idx)
@@ -80,14 +87,14 @@ def _unit_lengths(word_starts: torch.Tensor | None, real: np.ndarray, n_real: in
     return np.diff(boundaries)
 
 
-def _choose_units(rng: np.random.Generator, n: int, mask_prob: float, span: int, stdev: float) -> np.ndarray:
+def _choose_units(rng: np.random.RandomState, n: int, mask_prob: float, span: int, stdev: float) -> np.ndarray:
+    """The units to predict, drawn in fairseq's order: the count (rounded at random), the span
+    starts without replacement, then the span lengths."""
     chosen = np.zeros(n, dtype=bool)
-    if n == 0:
-        return chosen
-    n_spans = min(n, int(mask_prob * n / float(span) + rng.random()))
+    n_spans = int(mask_prob * n / float(span) + rng.rand())
     starts = rng.choice(n, n_spans, replace=False)
     if stdev > 0.0:
-        lengths = np.maximum(0, np.rint(rng.normal(span, stdev, size=n_spans))).astype(np.int64)
+        lengths = np.maximum(0, np.round(rng.normal(span, stdev, size=n_spans))).astype(np.int64)
     else:
         lengths = np.full(n_spans, span, dtype=np.int64)
     # Expand each start into start, start+1, ..., start+length-1 without a Python loop.
@@ -98,25 +105,36 @@ def _choose_units(rng: np.random.Generator, n: int, mask_prob: float, span: int,
 
 
 def _split_decisions(
-    rng: np.random.Generator, chosen: np.ndarray, leave_unmasked_prob: float, random_token_prob: float
+    rng: np.random.RandomState, chosen: np.ndarray, leave_unmasked_prob: float, random_token_prob: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Among chosen units: which keep their token and which get a random one."""
+    """Among chosen units: which keep their token and which get a random one. The second draw
+    happens only when both outcomes are possible, as in fairseq."""
     n = len(chosen)
     either_prob = leave_unmasked_prob + random_token_prob
     if either_prob <= 0.0:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    either = chosen & (rng.random(n) < either_prob)
-    keep_given_either = rng.random(n) < leave_unmasked_prob / either_prob
+    either = chosen & (rng.rand(n) < either_prob)
+    if random_token_prob == 0.0:
+        return either, np.zeros(n, dtype=bool)
+    if leave_unmasked_prob == 0.0:
+        return np.zeros(n, dtype=bool), either
+    keep_given_either = rng.rand(n) < leave_unmasked_prob / either_prob
     return either & keep_given_either, either & ~keep_given_either
 
 
-def _random_tokens(
-    rng: np.random.Generator, n: int, vocab_size: int, num_special: int, freq_weights: np.ndarray | None
-) -> np.ndarray:
-    if freq_weights is None:
-        return rng.integers(num_special, vocab_size, size=n)
-    cumulative = np.cumsum(np.asarray(freq_weights, dtype=np.float64)[num_special:vocab_size])
-    return num_special + np.searchsorted(cumulative, rng.random(n) * cumulative[-1], side="right")
+def _random_tokens(rng: np.random.RandomState, n: int, cumulative: np.ndarray) -> np.ndarray:
+    """`n` replacement tokens drawn as `rng.choice(len(cumulative), n, p=...)` draws them,
+    with the cumulative distribution made once (see `replacement_distribution`)."""
+    return cumulative.searchsorted(rng.random_sample(n), side="right")
+
+
+def replacement_distribution(vocab_size: int, num_special: int, freq_weights: np.ndarray | None) -> np.ndarray:
+    """The normalised cumulative distribution of replacement tokens: uniform over the
+    non-special entries, or by dictionary count (fairseq's `--freq-weighted-replacement`)."""
+    weights = np.ones(vocab_size) if freq_weights is None else np.array(freq_weights[:vocab_size], dtype=np.float64)
+    weights[:num_special] = 0
+    cumulative = (weights / weights.sum()).cumsum()
+    return cumulative / cumulative[-1]
 
 
 class MaskedLMDataset(torch.utils.data.Dataset):
@@ -158,8 +176,8 @@ class MaskedLMDataset(torch.utils.data.Dataset):
         self._mask_args = dict(
             mask_idx=mask_idx, vocab_size=vocab_size, pad_idx=pad_idx, mask_prob=mask_prob,
             leave_unmasked_prob=leave_unmasked_prob, random_token_prob=random_token_prob,
-            num_special=num_special, freq_weights=freq_weights,
-            mask_multiple_length=mask_multiple_length, mask_stdev=mask_stdev,
+            num_special=num_special, mask_multiple_length=mask_multiple_length, mask_stdev=mask_stdev,
+            replacement_cdf=replacement_distribution(vocab_size, num_special, freq_weights),
         )
 
     def set_epoch(self, epoch: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from roberta.data.batching import length_sorted
+from roberta.data.batching import random_order
 from roberta.data.indexed_dataset import MMapIndexedDataset
 from roberta.data.shortening import prefixed, shortened
 
@@ -58,12 +58,12 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
         index = int(index)
         context = prefixed(self.separator_token, self.context[index])
         sequences = []
-        for choice, option in enumerate(self.options):
+        for option in self.options:
             tokens = prefixed(self.init_token, option[index])
             if self.max_option_length is not None:
                 tokens = tokens[: self.max_option_length]
             sequences.append(shortened(torch.cat([tokens, context]), self.shorten_method, self.max_positions,
-                                       (self.seed, self.epoch, index, choice)))
+                                       (self.seed, self.epoch, index)))
         example = {"id": index, "options": sequences}
         if self.labels is not None:
             example["target"] = int(self.labels[index])
@@ -73,10 +73,10 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
         return int(self.sizes[index])
 
     def ordered_indices(self) -> np.ndarray:
-        """Length-sorted (see `length_sorted`); file order with --no-shuffle."""
+        """fairseq's order: seeded random, not length-sorted; file order with --no-shuffle."""
         if not self.shuffle:
             return np.arange(len(self.sizes))
-        return length_sorted(self.sizes, self.seed)
+        return random_order(len(self.sizes), self.seed)
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:
@@ -92,7 +92,9 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
         batch = {
             "id": torch.tensor([sample["id"] for sample in samples], dtype=torch.long),
             "nsentences": len(samples),
-            "ntokens": int(src_lengths.sum()),
+            # fairseq counts the tokens of the first option only (its `net_input1`), so wpb/wps
+            # and nll_loss match its logs.
+            "ntokens": int(src_lengths[:, 0].sum()),
             "net_input": {"src_tokens": src_tokens, "src_lengths": src_lengths},
         }
         if "target" in samples[0]:

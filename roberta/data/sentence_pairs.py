@@ -3,15 +3,15 @@
 An example is `[init] first [sep] second` as fairseq builds it: the binarized sentences already
 end in `</s>`, so RoBERTa's layout is `<s> first </s> </s> second </s>` (or `<s> first </s>` for
 single-sentence tasks), shortened to `max_positions` when a shorten method is set. Batches are
-padded to their own longest example only (dynamic padding); with the length-sorted order of
-`ordered_indices` a batch holds examples of similar length.
+padded to their own longest example only (dynamic padding). `ordered_indices` is fairseq's
+seeded random order, so one seed gives fairseq's batches.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from roberta.data.batching import length_sorted
+from roberta.data.batching import random_order
 from roberta.data.indexed_dataset import MMapIndexedDataset
 from roberta.data.shortening import prefixed, shortened
 
@@ -66,10 +66,10 @@ class SentencePairDataset(torch.utils.data.Dataset):
         return example
 
     def ordered_indices(self) -> np.ndarray:
-        """Length-sorted (see `length_sorted`); file order with --no-shuffle."""
+        """fairseq's order: seeded random, not length-sorted; file order with --no-shuffle."""
         if not self.shuffle:
             return np.arange(len(self.sizes))
-        return length_sorted(self.sizes, self.seed)
+        return random_order(len(self.sizes), self.seed)
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
+
+from roberta.data.seeding import seeded_rng
 
 SHORTEN_METHODS = ("none", "truncate", "random_crop")
 
@@ -19,12 +20,12 @@ def prefixed(token: int | None, tokens: torch.Tensor) -> torch.Tensor:
 
 def shortened(tokens: torch.Tensor, method: str, max_positions: int | None, crop_key: Sequence[int]) -> torch.Tensor:
     """At most `max_positions` tokens: the start (`truncate`) or a random window (`random_crop`)
-    drawn from `crop_key` alone (e.g. seed, epoch, example), so it is resumable and the same in
-    every data-loading worker."""
+    drawn from `crop_key` alone ((seed, epoch, example), fairseq's key), so it is resumable, the
+    same in every data-loading worker, and fairseq's crop."""
     if method == "none" or len(tokens) <= max_positions:
         return tokens
     if method == "truncate":
         return tokens[:max_positions]
-    rng = np.random.default_rng(list(crop_key))
-    start = int(rng.integers(0, len(tokens) - max_positions + 1))
+    # As fairseq's RandomCropDataset: the start is below the excess, so the last window is never drawn.
+    start = int(seeded_rng(*crop_key).randint(0, len(tokens) - max_positions))
     return tokens[start: start + max_positions]

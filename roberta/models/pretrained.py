@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from roberta import checkpoint
+from roberta import checkpoint, fairseq_resume
 from roberta.errors import UserError
 from roberta.models.config import ModelConfig
 from roberta.models.heads import LMHead
@@ -48,6 +48,9 @@ LM_HEAD = "encoder.lm_head."
 FAIRSEQ_PADDING_IDX = 1  # fairseq's Dictionary always pads with index 1
 
 _IN_PROJ = re.compile(r"^(.*\.self_attn\.)in_proj_(weight|bias)$")
+# fairseq 0.12.2 under torch >= 1.12 also saves each encoder layer's weights fused for its
+# BetterTransformer fast path (`layers.N.in_proj_weight`, `fc1_weight`, ...), next to the real ones.
+_FUSED_COPY = re.compile(r"^(?:encoder|decoder)\.sentence_encoder\.layers\.\d+\.(?:in_proj|out_proj|fc1|fc2)_(?:weight|bias)$")
 _HEAD_OUT = re.compile(r"^classification_heads\.([^.]+)\.out_proj\.weight$")
 _LAYER = re.compile(r"^encoder\.sentence_encoder\.layers\.(\d+)\.")
 # Buffers fairseq keeps in its state dicts that are not weights (format versions, a device
@@ -159,23 +162,32 @@ def detect_source(state: dict) -> str:
 
 def from_fairseq_state_dict(weights: dict[str, Tensor]) -> dict[str, Tensor]:
     """fairseq keys of either generation -> ours: `decoder.` -> `encoder.`, `emb_layer_norm` ->
-    `layernorm_embedding`, fused `in_proj_*` split into q, k, v (in that order); buffers dropped."""
+    `layernorm_embedding`, fused `in_proj_*` split into q, k, v (in that order); buffers and
+    fairseq 0.12's fused duplicates (see `_FUSED_COPY`) dropped."""
     out: dict[str, Tensor] = {}
     for name, value in weights.items():
-        if name.endswith(_BUFFER_SUFFIXES):
+        ours = our_key(name)
+        if ours is None:
             continue
-        if name.startswith("decoder."):
-            name = "encoder." + name[len("decoder."):]
-        name = name.replace(".emb_layer_norm.", ".layernorm_embedding.")
-        fused = _IN_PROJ.match(name)
+        fused = _IN_PROJ.match(ours)
         if fused is None:
-            out[name] = value
+            out[ours] = value
             continue
         if value.size(0) % 3:
             raise UserError(f"{name} has {value.size(0)} rows, not three equal q/k/v blocks")
         for part, chunk in zip("qkv", value.chunk(3)):
             out[f"{fused.group(1)}{part}_proj.{fused.group(2)}"] = chunk
     return out
+
+
+def our_key(fairseq_key: str) -> str | None:
+    """Our name for one fairseq state-dict key (a fused 2019 `in_proj_*` keeps its name);
+    None for what we do not keep: buffers and the fused duplicates fairseq rebuilds on load."""
+    if fairseq_key.endswith(_BUFFER_SUFFIXES) or _FUSED_COPY.match(fairseq_key):
+        return None
+    if fairseq_key.startswith("decoder."):
+        fairseq_key = "encoder." + fairseq_key[len("decoder."):]
+    return fairseq_key.replace(".emb_layer_norm.", ".layernorm_embedding.")
 
 
 def _from_checkpoint(state: dict, path: Path) -> Pretrained:
@@ -186,6 +198,10 @@ def _from_checkpoint(state: dict, path: Path) -> Pretrained:
     if source == "ours":
         config = _our_config(state, weights, path)
     else:
+        copies = [key for key in weights if _FUSED_COPY.match(key)]
+        if copies:
+            logger.info("%s: dropped %d fused duplicates of the layer weights (%s, ...) that fairseq 0.12 "
+                        "saves for its fast path and rebuilds on load", path, len(copies), copies[0])
         try:
             weights = from_fairseq_state_dict(weights)
         except UserError as error:
@@ -193,7 +209,20 @@ def _from_checkpoint(state: dict, path: Path) -> Pretrained:
         config = _fairseq_config(state, weights, path)
     pretrained = _reconcile(weights, config, source, path)
     pretrained.training_state = {**state, "model": pretrained.state_dict}
+    if source != "ours":
+        pretrained.training_state.update(_fairseq_training_state(state, path))
     return pretrained
+
+
+def _fairseq_training_state(state: dict, path: Path) -> dict:
+    """fairseq's optimizer state and history in our names; its meters (fairseq's own format)
+    are left out, so a resumed epoch's averages restart."""
+    extra = dict(state.get("extra_state") or {})
+    extra.pop("metrics", None)
+    return {"last_optimizer_state": None, "extra_state": extra,
+            fairseq_resume.STATE_KEY: fairseq_resume.optimizer_state_by_name(state, state["model"], our_key, path),
+            "optimizer_history": fairseq_resume.history_in_our_names(
+                list(state.get("optimizer_history") or []), checkpoint.training_flags(state).get("optimizer"))}
 
 
 def _our_config(state: dict, weights: dict[str, Tensor], path: Path) -> ModelConfig | None:
@@ -210,10 +239,7 @@ def _our_config(state: dict, weights: dict[str, Tensor], path: Path) -> ModelCon
 
 def _fairseq_config(state: dict, weights: dict[str, Tensor], path: Path) -> ModelConfig | None:
     """Sizes from the weights; heads, dropouts and variant checks from `args` / `cfg.model`."""
-    flags = checkpoint.training_flags(state)
-    cfg = state.get("cfg")
-    if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict):
-        flags.update(cfg["model"])
+    flags = {**checkpoint.training_flags(state), **checkpoint.config_group(state, "model")}
     if flags.get("encoder_normalize_before"):
         raise UserError(f"{path}: a pre-LayerNorm model (encoder_normalize_before, e.g. "
                         f"roberta_prenorm); only RoBERTa's post-LayerNorm layers are supported")

@@ -13,11 +13,10 @@ from torch import Tensor, nn
 from roberta.errors import UserError
 from roberta.models.config import ModelConfig
 from roberta.models.encoder import TransformerSentenceEncoder
+from roberta.models.fairseq_init import BERT_INIT_STD, fairseq_initialize_
 from roberta.models.heads import ClassificationHead, LMHead, SpanHead
 
 logger = logging.getLogger(__name__)
-
-BERT_INIT_STD = 0.02
 
 
 def init_bert_params(module: nn.Module) -> None:
@@ -65,10 +64,12 @@ class RobertaModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        # Building draws default inits that fairseq_initialize_ replays in fairseq's order, so
+        # the generator is rewound first: the same --seed then gives fairseq's weights.
+        generator_state = torch.get_rng_state()
         self.encoder = RobertaEncoder(config)
-        self.apply(init_bert_params)
-        if config.untie_weights_roberta:
-            nn.init.normal_(self.encoder.lm_head.weight, mean=0.0, std=BERT_INIT_STD)
+        torch.set_rng_state(generator_state)
+        fairseq_initialize_(self)
         self.classification_heads = nn.ModuleDict()
 
     def max_positions(self) -> int:
