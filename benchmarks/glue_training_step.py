@@ -6,7 +6,7 @@ the sentences, the GPT-2 BPE gives each example's length as `--task sentence_pre
 (`<s> a </s> </s> b </s>`), and random tokens of those lengths stand in for the text (speed does
 not depend on which tokens). The same examples form the same batches for both loops:
 - ours: `SentencePairDataset` (padded to each batch's longest example, batches of length-sorted
-  examples, `batch_by_size` as `roberta-train` builds them) through `Trainer.train_step` with the
+  examples as `roberta-train --sort-by-length` builds them; fairseq's own order is random) through `Trainer.train_step` with the
   `sentence_prediction` criterion and fairseq's Adam;
 - reference: `transformers.RobertaForSequenceClassification` with `torch.optim.AdamW`, each batch
   padded to `--max-length` (run_glue's `pad_to_max_length`, 128 by default), longer examples cut.
@@ -93,7 +93,8 @@ def build_batches(lengths: np.ndarray, args: argparse.Namespace) -> tuple[list[d
     # One sentence per example with the full length: the pair layout does not change the cost.
     tokens = [torch.from_numpy(rng.integers(4, VOCAB - 1, size=int(n) - 1)) for n in lengths]
     labels = rng.integers(0, 2, size=len(lengths))
-    dataset = SentencePairDataset(_Sentences(tokens), None, labels, pad_idx=PAD, init_token=0, seed=1)
+    dataset = SentencePairDataset(_Sentences(tokens), None, labels, pad_idx=PAD, init_token=0, seed=1,
+                                  sort_by_length=True)  # --sort-by-length
     batches = batch_by_size(dataset.ordered_indices(), dataset.sizes, max_sentences=args.batch_size)
     batches = [batches[i] for i in rng.permutation(len(batches))]
     ours, reference = [], []

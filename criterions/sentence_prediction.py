@@ -7,7 +7,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from roberta.criterion import Criterion, loss_and_accuracy
+from criterions.classification import classification_metrics
+from roberta.criterion import Criterion
 from roberta.errors import UserError
 from roberta.registry import CRITERIONS
 
@@ -57,4 +58,4 @@ class SentencePredictionCriterion(Criterion):
 
     @staticmethod
     def reduce_metrics(logging_output: dict) -> dict[str, float]:
-        return loss_and_accuracy(logging_output)
+        return classification_metrics(logging_output)

@@ -6,7 +6,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from roberta.criterion import Criterion, loss_and_accuracy
+from criterions.classification import classification_metrics
+from roberta.criterion import Criterion
 from roberta.errors import UserError
 from roberta.registry import CRITERIONS
 
@@ -55,4 +56,4 @@ class SentenceRankingCriterion(Criterion):
 
     @staticmethod
     def reduce_metrics(logging_output: dict) -> dict[str, float]:
-        return loss_and_accuracy(logging_output)
+        return classification_metrics(logging_output)

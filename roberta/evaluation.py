@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch.distributed as dist
@@ -19,18 +20,27 @@ logger = logging.getLogger("roberta.valid")
 
 
 def evaluate(trainer: Trainer, iterator: EpochBatchIterator) -> dict[str, float]:
-    """Metrics of one full pass, plus `num_examples`: how many examples were scored."""
+    """Metrics of one full pass, then fairseq's throughput fields (`wps`, and `wpb`/`bsz` per
+    validation step over all ranks) and `num_examples`: how many examples were scored."""
     logging_outputs = []
-    num_examples = 0
+    counts = {"num_examples": 0, "num_tokens": 0}
+    steps = 0  # the same on every rank: short shards are padded with empty batches
+    start = time.perf_counter()
     for group in iterator.next_epoch_itr(shuffle=False):
         for sample in group:
+            steps += 1
             if sample:
                 logging_outputs.append(trainer.valid_step(sample))
-                num_examples += int(sample["nsentences"])
-    totals = _sum_over_ranks({**sum_logging_outputs(logging_outputs), "num_examples": num_examples})
-    num_examples = int(totals.pop("num_examples"))
+                counts["num_examples"] += int(sample["nsentences"])
+                counts["num_tokens"] += int(sample["ntokens"])
+    totals = _sum_over_ranks({**sum_logging_outputs(logging_outputs), **counts})
+    elapsed = time.perf_counter() - start
+    counts = {key: int(totals.pop(key)) for key in counts}
     stats = dict(trainer.criterion.reduce_metrics(totals))
-    stats["num_examples"] = num_examples
+    stats["wps"] = round(counts["num_tokens"] / elapsed, 1) if elapsed > 0 else 0.0
+    stats["wpb"] = round(counts["num_tokens"] / max(steps, 1), 1)
+    stats["bsz"] = round(counts["num_examples"] / max(steps, 1), 1)
+    stats["num_examples"] = counts["num_examples"]
     return stats
 
 
@@ -63,7 +73,7 @@ class Validator:
         return EpochBatchIterator(first.dataset, first.batches, seed=1, shuffle=False, num_workers=first.num_workers,
                                   num_shards=first.num_shards, shard_id=first.shard_id)
 
-    def __call__(self, trainer: Trainer, epoch: int, manager=None, *, end_of_epoch: bool = True) -> float | None:
+    def __call__(self, trainer: Trainer, epoch: int | None, manager=None, *, end_of_epoch: bool = True) -> float | None:
         """Validate every subset; `manager` (a CheckpointManager) supplies the best score so far."""
         first_metric = None
         for subset in self.subsets:

@@ -23,7 +23,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         handle.close()
         os.replace(tmp, final)
     except BaseException:
-        handle.close()
+        # Closing flushes what is still buffered, which fails again on a full disk.
+        with contextlib.suppress(OSError):
+            handle.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from roberta import checkpoint, distributed, logging as roberta_logging, precision
 from roberta.cli.common import import_user_modules
+from roberta.fairseq_flags import add_fairseq_flags
 from roberta.errors import UserError
 from roberta.models import add_model_args
 from roberta.optim import add_optimization_args
@@ -58,13 +59,26 @@ def _add_dataset_args(parser: argparse.ArgumentParser, *, train: bool) -> None:
     group.add_argument("--skip-invalid-size-inputs-valid-test", action="store_true",
                        help="drop validation examples longer than the model allows instead of failing")
     group.add_argument("--max-tokens-valid", type=int, help="--max-tokens for validation (default: same)")
-    group.add_argument("--batch-size-valid", type=int, help="--batch-size for validation (default: same)")
+    group.add_argument("--batch-size-valid", "--max-sentences-valid", dest="batch_size_valid", type=int,
+                       help="--batch-size for validation (default: same)")
     if train:
         group.add_argument("--train-subset", default="train", help="split to train on")
         group.add_argument("--disable-validation", action="store_true", help="never validate")
         group.add_argument("--validate-interval", type=int, default=1, help="validate every N epochs")
         group.add_argument("--validate-interval-updates", type=int, default=0,
                            help="also validate every N updates (0: off)")
+
+
+def run_flags() -> set[str]:
+    """The flags of a run rather than of its model and task (logging, batching, precision,
+    processes): roberta-validate, like fairseq-validate, takes these from its own command line
+    and the task, criterion and model flags from the checkpoint."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_common_args(parser)
+    _add_dataset_args(parser, train=True)
+    distributed.add_distributed_args(parser)
+    precision.add_precision_args(parser.add_argument_group("precision"))
+    return {action.dest for action in parser._actions}
 
 
 def build_parser(*, train: bool) -> argparse.ArgumentParser:
@@ -96,8 +110,21 @@ def parse_args(argv: Sequence[str] | None, *, train: bool, defaults: dict | None
     `defaults` (the flags a checkpoint was trained with, for roberta-validate) replace the
     built-in defaults; flags given on the command line still win.
     """
-    parser = build_parser(train=train)
     stored = {key: value for key, value in (defaults or {}).items() if key != "data"}
+    parser = full_parser(argv, train=train, stored=stored)
+    args = parser.parse_args(argv)
+    if args.criterion is None:
+        args.criterion = args.task
+    args.log_format = roberta_logging.resolve_log_format(args.log_format, no_progress_bar=args.no_progress_bar)
+    validate_args(args, train=train)
+    return args
+
+
+def full_parser(argv: Sequence[str] | None, *, train: bool, stored: dict | None = None) -> argparse.ArgumentParser:
+    """The parser with the flags of the components `argv` chooses (first pass), fairseq's
+    unimplemented flags last, and `stored` values as defaults."""
+    stored = stored or {}
+    parser = build_parser(train=train)
     parser.set_defaults(**stored)
     # The first pass has no --help of its own, so --help lists every chosen component's flags.
     first_pass = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -120,14 +147,10 @@ def parse_args(argv: Sequence[str] | None, *, train: bool, defaults: dict | None
         LR_SCHEDULERS.get(choices.lr_scheduler).add_args(
             parser.add_argument_group(f"lr-scheduler {choices.lr_scheduler}"))
         checkpoint.add_checkpoint_args(parser.add_argument_group("checkpoint"))
+    add_fairseq_flags(parser, train=train)
     # Again now that every flag is declared, so stored values replace each flag's own default.
     parser.set_defaults(**stored)
-    args = parser.parse_args(argv)
-    if args.criterion is None:
-        args.criterion = args.task
-    args.log_format = roberta_logging.resolve_log_format(args.log_format, no_progress_bar=args.no_progress_bar)
-    validate_args(args, train=train)
-    return args
+    return parser
 
 
 def wants_help(argv: Sequence[str] | None) -> bool:

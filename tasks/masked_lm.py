@@ -27,7 +27,7 @@ class MaskedLMTask(Task):
     def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--sample-break-mode", default="none", choices=BREAK_MODES,
                             help="how token blocks respect line and document boundaries")
-        parser.add_argument("--tokens-per-sample", type=int, default=512,
+        parser.add_argument("--tokens-per-sample", type=int, default=1024,
                             help="tokens per block, including the leading <s>")
         parser.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens to predict")
         parser.add_argument("--leave-unmasked-prob", type=float, default=0.1,

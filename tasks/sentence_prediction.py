@@ -51,6 +51,9 @@ class SentencePredictionTask(Task):
         parser.add_argument("--truncate-sequence", action="store_true",
                             help="older fairseq spelling of --shorten-method truncate")
         parser.add_argument("--no-shuffle", action="store_true", help="keep the file order of examples")
+        parser.add_argument("--sort-by-length", action="store_true",
+                            help="batch examples of similar length together: less padding, faster; not a "
+                                 "fairseq flag, and the batches are then not fairseq's")
         parser.add_argument("--classification-head-name", default="sentence_classification_head",
                             help="name of the head (its name in fairseq GLUE checkpoints)")
         # fairseq's criterion flags; the metrics they ask for are always reported here.
@@ -97,6 +100,7 @@ class SentencePredictionTask(Task):
         self.head_name = args.classification_head_name
         self.seed = args.seed
         self.shuffle = not args.no_shuffle
+        self.sort_by_length = args.sort_by_length
         self.pairs = (root / "input1").is_dir()
         # F1 is that of GLUE's positive label "1" (MRPC, QQP). Classes follow the label dictionary's
         # frequency order, so in MRPC "1" is class 0.
@@ -114,7 +118,8 @@ class SentencePredictionTask(Task):
         shorten = self.shorten_method if not self.shorten_splits or split in self.shorten_splits else "none"
         dataset = SentencePairDataset(first, second, targets, pad_idx=self.dictionary.pad(), init_token=self.init_token,
                                       separator_token=self.separator_token, shorten_method=shorten,
-                                      max_positions=self.max_positions_, seed=self.seed, shuffle=self.shuffle)
+                                      max_positions=self.max_positions_, seed=self.seed, shuffle=self.shuffle,
+            sort_by_length=self.sort_by_length)
         logger.info("loaded %d %s from %s/*/%s", len(dataset), "sentence pairs" if self.pairs else "sentences",
                     self.root, split)
         return dataset

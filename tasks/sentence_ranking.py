@@ -40,6 +40,9 @@ class SentenceRankingTask(Task):
         parser.add_argument("--truncate-sequence", action="store_true",
                             help="older fairseq spelling of --shorten-method truncate")
         parser.add_argument("--no-shuffle", action="store_true", help="keep the file order of examples")
+        parser.add_argument("--sort-by-length", action="store_true",
+                            help="batch examples of similar length together: less padding, faster; not a "
+                                 "fairseq flag, and the batches are then not fairseq's")
         parser.add_argument("--ranking-head-name", default="sentence_classification_head",
                             help="name of the scoring head (its name in fairseq RACE checkpoints)")
 
@@ -80,6 +83,7 @@ class SentenceRankingTask(Task):
         self.head_name = args.ranking_head_name
         self.seed = args.seed
         self.shuffle = not args.no_shuffle
+        self.sort_by_length = args.sort_by_length
 
     def load_dataset(self, split: str, epoch: int = 1) -> MultipleChoiceDataset:
         inputs = [load_split(self.root, f"input{index}", split) for index in range(self.num_classes + 1)]
@@ -92,7 +96,8 @@ class SentenceRankingTask(Task):
         dataset = MultipleChoiceDataset(
             inputs[0], inputs[1:], labels, pad_idx=self.dictionary.pad(), init_token=self.init_token,
             separator_token=self.separator_token, max_option_length=self.max_option_length,
-            shorten_method=shorten, max_positions=self.max_positions_, seed=self.seed, shuffle=self.shuffle)
+            shorten_method=shorten, max_positions=self.max_positions_, seed=self.seed, shuffle=self.shuffle,
+            sort_by_length=self.sort_by_length)
         logger.info("loaded %d examples of %d options from %s/*/%s", len(dataset), self.num_classes, self.root, split)
         return dataset
 

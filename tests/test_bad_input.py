@@ -165,8 +165,9 @@ def test_max_positions_beyond_the_checkpoint_names_the_flag(command: Command, di
                                                             trained_checkpoint: Path, tmp_path: Path) -> None:
     result = command("train", *tiny_args(dictionary_only, tmp_path, "--restore-file", trained_checkpoint,
                                          "--max-positions", "1024"))
-    assert_one_line_error(result, "roberta-train", "--max-positions 1024 is larger than the 512 positions",
-                          "pass --max-positions 512")
+    # masked_lm sized the checkpoint's position table to its --tokens-per-sample, as fairseq does.
+    assert_one_line_error(result, "roberta-train", "--max-positions 1024 is larger than the 128 positions",
+                          "pass --max-positions 128")
     result = command("validate", dictionary_only, "--path", trained_checkpoint, "--max-positions", "1024", "--cpu")
     assert_one_line_error(result, "roberta-validate", "--max-positions 1024")
 

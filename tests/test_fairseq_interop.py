@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,9 +28,8 @@ if not FAIRSEQ_PYTHON:
     pytest.skip("FAIRSEQ_PYTHON is not set (scripts/fairseq_reference_env.sh builds fairseq 0.12.2's venv)",
                 allow_module_level=True)
 
-from test_sentence_ranking import binarize_words, write_race_release  # noqa: E402
+from test_sentence_ranking import generated_race_bin  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 HEAD = "sentence_classification_head"
 FORMATS = ("fairseq", "fairseq-2019")
 TOLERANCE = 1e-5
@@ -85,14 +83,7 @@ def fairseq_0_12_2() -> None:
 @pytest.fixture(scope="module")
 def race_bin(tmp_path_factory) -> Path:
     """A small generated RACE data-bin in fairseq's sentence_ranking layout (input0..4, label)."""
-    root = tmp_path_factory.mktemp("fairseq-race")
-    release = write_race_release(root / "RACE", {"train": 40, "dev": 10, "test": 5}, seed=3)
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "preprocess_race.py"), "--input-dir",
-                             str(release), "--output-dir", str(root / "extracted")],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    binarize_words(root / "extracted", root / "data-bin")
-    return root / "data-bin"
+    return generated_race_bin(tmp_path_factory.mktemp("fairseq-race"), {"train": 40, "dev": 10, "test": 5}, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,15 @@ def reference(shared_data: Path) -> Path:
     return folder
 
 
+def run_fairseq_command(reference: Path, save_dir: Path, *, max_update: int) -> str:
+    """`mlm/COMMAND.sh` with roberta-train, in `save_dir` (which may hold a checkpoint to resume); returns the log."""
+    shutil.copytree(reference / "mlm" / "data-bin", save_dir / "data-bin")
+    log_file = save_dir / "train.log"
+    train.main([str(save_dir / "data-bin"), *MLM_FLAGS, "--max-update", str(max_update), "--save-dir", str(save_dir),
+                "--num-workers", "0", "--log-file", str(log_file)])
+    return log_file.read_text(encoding="utf-8")
+
+
 def fairseq_log(path: Path, tag: str) -> list[dict]:
     return json_events(path.read_text(encoding="utf-8"), tag)
 
@@ -74,15 +83,11 @@ def test_fairseq_finetuned_race_checkpoint_loads_with_its_head(reference: Path) 
     assert set(model.classification_heads) == {"sentence_classification_head"}
 
 
-def test_roberta_train_continues_fairseqs_own_run_update_for_update(reference: Path, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture) -> None:
+def test_roberta_train_continues_fairseqs_own_run_update_for_update(reference: Path, tmp_path: Path) -> None:
     """fairseq resumed its checkpoint_last.pt (epoch 1 @ 20 updates) to update 40: `continue.log`."""
-    shutil.copytree(reference / "mlm" / "data-bin", tmp_path / "data-bin")
     shutil.copy(reference / "mlm" / "checkpoint_last.pt", tmp_path / "checkpoint_last.pt")
-    log_file = tmp_path / "train.log"
-    train.main([str(tmp_path / "data-bin"), *MLM_FLAGS, "--max-update", "40", "--save-dir", str(tmp_path),
-                "--num-workers", "0", "--log-file", str(log_file)])
-    ours = json_events(log_file.read_text(encoding="utf-8"), "train_inner")
+    log = run_fairseq_command(reference, tmp_path, max_update=40)
+    ours = json_events(log, "train_inner")
     theirs = fairseq_log(reference / "mlm" / "continue.log", "train_inner")
     assert [int(line["num_updates"]) for line in ours] == list(range(21, 41))
     assert [int(line["num_updates"]) for line in theirs] == list(range(21, 41))
@@ -92,7 +97,7 @@ def test_roberta_train_continues_fairseqs_own_run_update_for_update(reference: P
         assert float(mine["lr"]) == pytest.approx(float(fairseq["lr"]), rel=1e-5)
         assert abs(float(mine["gnorm"]) - float(fairseq["gnorm"])) <= 0.002
         assert mine["update"] == fairseq["update"]  # the same position in the epoch
-    valid_ours = json_events(log_file.read_text(encoding="utf-8"), "valid")[-1]
+    valid_ours = json_events(log, "valid")[-1]
     valid_theirs = fairseq_log(reference / "mlm" / "continue.log", "valid")[-1]
     assert abs(float(valid_ours["valid_loss"]) - float(valid_theirs["valid_loss"])) <= 0.002
 
@@ -102,24 +107,35 @@ def test_roberta_validate_reports_fairseq_validates_loss(reference: Path, capsys
                    "--task", "masked_lm", "--valid-subset", "valid", "--cpu", "--seed", "1", "--max-tokens", "4096",
                    "--num-workers", "0", "--log-format", "json"])
     text = (reference / "mlm" / "validate.txt").read_text(encoding="utf-8")
-    fairseq_loss = text.split("| loss ")[1].split()[0]
+    fairseq = dict(field.split(" ", 1) for field in text.split("valid on 'valid' subset | ")[1].splitlines()[0].split(" | "))
     printed = capsys.readouterr()
-    ours = json_events(printed.out + printed.err, "valid")
-    assert ours and ours[-1]["valid_loss"] == fairseq_loss
+    ours = json_events(printed.out + printed.err, "valid")[-1]
+    assert (ours["valid_loss"], ours["valid_ppl"]) == (fairseq["loss"], fairseq["ppl"])
+    assert (ours["valid_wpb"], ours["valid_bsz"]) == (fairseq["wpb"], fairseq["bsz"])  # one batch of 44 blocks
 
 
 def test_roberta_train_from_scratch_reproduces_fairseqs_run(reference: Path, tmp_path: Path) -> None:
     """Same seed, same command as `mlm/COMMAND.sh`: fairseq's initial weights, batches and masks,
     so `train.log` is reproduced line by line."""
-    shutil.copytree(reference / "mlm" / "data-bin", tmp_path / "data-bin")
-    log_file = tmp_path / "train.log"
-    train.main([str(tmp_path / "data-bin"), *MLM_FLAGS, "--max-update", "20", "--save-dir", str(tmp_path),
-                "--num-workers", "0", "--log-file", str(log_file)])
-    ours = json_events(log_file.read_text(encoding="utf-8"), "train_inner")
+    log = run_fairseq_command(reference, tmp_path, max_update=20)
+    ours = json_events(log, "train_inner")
     theirs = fairseq_log(reference / "mlm" / "train.log", "train_inner")
     assert len(ours) == len(theirs) == 20
     for mine, fairseq in zip(ours, theirs):
         assert abs(float(mine["loss"]) - float(fairseq["loss"])) <= 0.002, (mine, fairseq)
         assert (mine["wpb"], mine["bsz"], mine["gnorm"]) == (fairseq["wpb"], fairseq["bsz"], fairseq["gnorm"])
-    valid = json_events(log_file.read_text(encoding="utf-8"), "valid")[-1]
+    valid = json_events(log, "valid")[-1]
     assert valid["valid_loss"] == fairseq_log(reference / "mlm" / "train.log", "valid")[-1]["valid_loss"]
+
+
+def test_hub_loads_fairseqs_checkpoint(reference: Path, gpt2_bpe_dir: Path) -> None:
+    from roberta.hub import from_pretrained
+
+    mlm = reference / "mlm"
+    hub = from_pretrained(mlm, checkpoint_file="checkpoint_last.pt", data_name_or_path="./data-bin",
+                          gpt2_encoder_json=gpt2_bpe_dir / "encoder.json", gpt2_vocab_bpe=gpt2_bpe_dir / "vocab.bpe")
+    hub.eval()
+    row = json.loads((mlm / "expected_outputs.json").read_text())["rows"][0]
+    with torch.no_grad():
+        features = hub.extract_features(torch.tensor(row["tokens"]))[0]
+    assert torch.allclose(features[:4], torch.tensor(row["features_first4"]), atol=1e-5)

@@ -50,16 +50,20 @@ def binarize_words(extracted: Path, data_bin: Path) -> None:
         (data_bin / "label" / f"{name}.label").write_text((extracted / f"{source}.label").read_text())
 
 
-@pytest.fixture(scope="module")
-def race_bin(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gen-race")
-    release = write_race_release(root / "RACE", {"train": 1250, "dev": 50, "test": 40}, seed=1)
+def generated_race_bin(root: Path, sizes: dict[str, int], seed: int) -> Path:
+    """A generated RACE release, extracted by our script and binarized: a sentence_ranking data-bin."""
+    release = write_race_release(root / "RACE", sizes, seed=seed)
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "preprocess_race.py"), "--input-dir",
                              str(release), "--output-dir", str(root / "extracted")],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     binarize_words(root / "extracted", root / "data-bin")
     return root / "data-bin"
+
+
+@pytest.fixture(scope="module")
+def race_bin(tmp_path_factory) -> Path:
+    return generated_race_bin(tmp_path_factory.mktemp("gen-race"), {"train": 1250, "dev": 50, "test": 40}, seed=1)
 
 
 def ranking_args(data: Path, save_dir: Path, *extra: str) -> list[str]:

@@ -45,7 +45,7 @@ def squad_args(data: Path, save_dir: Path, *extra: str) -> list[str]:
             "--encoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512",
             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6", "--batch-size", "32",
             "--required-batch-size-multiple", "1", "--best-checkpoint-metric", "f1",
-            "--maximize-best-checkpoint-metric", "--save-dir", str(save_dir), "--num-workers", "0", "--seed", "1",
+            "--maximize-best-checkpoint-metric", "--save-dir", str(save_dir), "--num-workers", "0", "--seed", "2",
             "--log-format", "json", "--cpu", *extra]
 
 

@@ -138,7 +138,7 @@ def restore(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.Chec
                                           optimizer_overrides=checkpoint.parse_optimizer_overrides(
                                               args.optimizer_overrides))
     manager.load_state(extra_state)
-    logger.info("restored %s (%s, update %d)", path, pretrained.source, trainer.num_updates)
+    logger.info("restored %s (update %d)", path, trainer.num_updates)
     return extra_state
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +29,10 @@ from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.validate")
 
+_BATCH_SIZE_FLAGS = {"--max-tokens", "--batch-size", "--max-sentences", "--max-tokens-valid", "--batch-size-valid",
+                     "--max-sentences-valid"}
+_STORED_BATCHING = ("max_tokens", "batch_size", "max_tokens_valid", "batch_size_valid")
+
 
 def _checkpoint_path(argv: Sequence[str] | None) -> tuple[str, bool]:
     pre = argparse.ArgumentParser(add_help=False)
@@ -41,12 +46,25 @@ def _checkpoint_path(argv: Sequence[str] | None) -> tuple[str, bool]:
     return known.path, known.unsafe_load
 
 
+def checkpoint_defaults(pretrained: Pretrained, argv: Sequence[str] | None) -> dict:
+    """Flag defaults from the checkpoint: its task, criterion and model flags, and its --seed (so
+    validation masks are the training run's; fairseq-validate's default is 1). Batching comes
+    from the command line as in fairseq-validate, or from the checkpoint when none is given there
+    (fairseq-validate then stops)."""
+    flags = pretrained.training_flags()
+    run_flags = options.run_flags() - {"seed"}
+    defaults = {key: value for key, value in flags.items() if key not in run_flags}
+    given = {arg.split("=", 1)[0] for arg in (sys.argv[1:] if argv is None else argv)}
+    if not given & _BATCH_SIZE_FLAGS:
+        defaults.update({key: flags[key] for key in _STORED_BATCHING if flags.get(key) is not None})
+    return defaults
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     path, unsafe = _checkpoint_path(argv)
     setup_logging()
     pretrained = load_pretrained(path, unsafe=unsafe)
-    stored = {key: value for key, value in pretrained.training_flags().items() if key not in distributed.LAUNCH_FLAGS}
-    args = options.parse_args(argv, train=False, defaults=stored)
+    args = options.parse_args(argv, train=False, defaults=checkpoint_defaults(pretrained, argv))
     if args.save_predictions and not Path(args.save_predictions).absolute().parent.is_dir():
         raise UserError(f"--save-predictions {args.save_predictions}: the folder it goes in does not exist")
     if distributed.resolve_world_size(args) == 1:
@@ -77,7 +95,9 @@ def validate(args: argparse.Namespace, context: DistributedContext, pretrained: 
         logger.info("validating on %d processes", context.world_size)
     validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context))
     with torch.inference_mode():
-        validator(trainer, epoch=checkpoint.epoch(state))
+        # fairseq-validate names no epoch: the iterator state holds E+1 after epoch E, which would
+        # be off by one, and the chance-level warning is about training progress.
+        validator(trainer, epoch=None, end_of_epoch=False)
 
 
 def cli_main() -> None:

@@ -22,6 +22,15 @@ def length_sorted(sizes: np.ndarray, seed: int) -> np.ndarray:
     return np.lexsort([shuffled(len(sizes), seed), np.asarray(sizes)])
 
 
+def example_order(sizes: np.ndarray, seed: int, *, shuffle: bool, by_length: bool) -> np.ndarray:
+    """The order a fine-tuning split is batched in: fairseq's seeded random order; the file order
+    with `shuffle` off (--no-shuffle); or, with `by_length` (--sort-by-length, not a fairseq flag),
+    sorted by length, which pads less but no longer gives fairseq's batches."""
+    if not shuffle:
+        return np.arange(len(sizes))
+    return length_sorted(sizes, seed) if by_length else random_order(len(sizes), seed)
+
+
 def random_order(n: int, seed: int) -> np.ndarray:
     """A seeded random order of the n examples, fairseq's `SortDataset(sort_order=[shuffle])`
     for its fine-tuning tasks, which do not sort by length."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from roberta.data.batching import random_order
+from roberta.data.batching import example_order
 from roberta.data.indexed_dataset import MMapIndexedDataset
 from roberta.data.shortening import prefixed, shortened
 
@@ -22,7 +22,8 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
     def __init__(self, context: MMapIndexedDataset, options: list[MMapIndexedDataset], labels: np.ndarray | None, *,
                  pad_idx: int, init_token: int | None = None, separator_token: int | None = None,
                  max_option_length: int | None = None, shorten_method: str = "none",
-                 max_positions: int | None = None, seed: int = 1, shuffle: bool = True) -> None:
+                 max_positions: int | None = None, seed: int = 1, shuffle: bool = True,
+                 sort_by_length: bool = False) -> None:
         self.context = context
         self.options = options
         self.labels = labels
@@ -34,6 +35,7 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
         self.max_positions = max_positions
         self.seed = seed
         self.shuffle = shuffle
+        self.sort_by_length = sort_by_length
         self.epoch = 1
         self.option_sizes = np.stack([self._sequence_lengths(option.sizes) for option in options], axis=1)
         self.sizes = self.option_sizes.max(axis=1)
@@ -73,10 +75,7 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
         return int(self.sizes[index])
 
     def ordered_indices(self) -> np.ndarray:
-        """fairseq's order: seeded random, not length-sorted; file order with --no-shuffle."""
-        if not self.shuffle:
-            return np.arange(len(self.sizes))
-        return random_order(len(self.sizes), self.seed)
+        return example_order(self.sizes, self.seed, shuffle=self.shuffle, by_length=self.sort_by_length)
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:

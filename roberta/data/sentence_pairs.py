@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from roberta.data.batching import random_order
+from roberta.data.batching import example_order
 from roberta.data.indexed_dataset import MMapIndexedDataset
 from roberta.data.shortening import prefixed, shortened
 
@@ -22,7 +22,7 @@ class SentencePairDataset(torch.utils.data.Dataset):
     def __init__(self, first: MMapIndexedDataset, second: MMapIndexedDataset | None, targets: np.ndarray | None, *,
                  pad_idx: int, init_token: int | None = None, separator_token: int | None = None,
                  shorten_method: str = "none", max_positions: int | None = None, seed: int = 1,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, sort_by_length: bool = False) -> None:
         self.first = first
         self.second = second
         self.targets = targets
@@ -33,6 +33,7 @@ class SentencePairDataset(torch.utils.data.Dataset):
         self.max_positions = max_positions
         self.seed = seed
         self.shuffle = shuffle
+        self.sort_by_length = sort_by_length
         self.epoch = 1
         self.sizes = self._lengths()
 
@@ -66,10 +67,7 @@ class SentencePairDataset(torch.utils.data.Dataset):
         return example
 
     def ordered_indices(self) -> np.ndarray:
-        """fairseq's order: seeded random, not length-sorted; file order with --no-shuffle."""
-        if not self.shuffle:
-            return np.arange(len(self.sizes))
-        return random_order(len(self.sizes), self.seed)
+        return example_order(self.sizes, self.seed, shuffle=self.shuffle, by_length=self.sort_by_length)
 
     def collater(self, samples: list[dict]) -> dict:
         if not samples:

@@ -1,7 +1,8 @@
 """Architecture presets (`--arch`) and the `--encoder-*` flags that override their sizes.
 
 Each preset is registered in `roberta.registry.ARCHS` as a function `(args, vocab_size) ->
-ModelConfig`; a flag left at its default (None) keeps the preset's value.
+ModelConfig`; a flag left at its default (None) keeps the preset's value. As in fairseq,
+`--max-positions` defaults to `--tokens-per-sample` where the task has one (masked_lm), else 512.
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def _preset(layers: int, embed_dim: int, ffn_dim: int, heads: int) -> ArchFn:
         values: dict[str, Any] = {"encoder_layers": layers, "encoder_embed_dim": embed_dim,
                                   "encoder_ffn_embed_dim": ffn_dim,
                                   "encoder_attention_heads": heads}
+        tokens_per_sample = getattr(args, "tokens_per_sample", None)
+        if tokens_per_sample is not None:
+            # fairseq's RobertaModel.build_model: without --max-positions, a task that has
+            # --tokens-per-sample (masked_lm) sizes the position table to its blocks.
+            values["max_positions"] = tokens_per_sample
         for attr, *_ in _OVERRIDES:
             if getattr(args, attr, None) is not None:
                 values[attr] = getattr(args, attr)

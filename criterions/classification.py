@@ -1,0 +1,15 @@
+"""The metrics fairseq's sentence_prediction and sentence_ranking criterions log, in their order."""
+from __future__ import annotations
+
+from roberta.criterion import LN2, loss_and_accuracy
+
+
+def classification_metrics(logging_output: dict) -> dict[str, float]:
+    """`loss` per example, `nll_loss` per token (fairseq logs it whenever the sample size, the
+    number of examples, differs from the number of input tokens), then `accuracy`."""
+    metrics = loss_and_accuracy(logging_output)
+    ntokens = logging_output.get("ntokens", 0)
+    if ntokens and ntokens != logging_output.get("sample_size", 0):
+        metrics = {"loss": metrics.pop("loss"), "nll_loss": logging_output.get("loss", 0.0) / ntokens / LN2,
+                   **metrics}
+    return metrics
