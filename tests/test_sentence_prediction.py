@@ -158,7 +158,7 @@ def make_task(data: Path):
     import_user_modules()
     args = argparse.Namespace(data=str(data), num_classes=2, regression_target=False, init_token=0,
                               separator_token=2, shorten_method="none", shorten_data_split_list="",
-                              truncate_sequence=False, no_shuffle=False, classification_head_name="head",
+                              truncate_sequence=False, no_shuffle=False, sort_by_length=False, classification_head_name="head",
                               criterion="sentence_prediction", seed=1, arch="roberta_tiny", max_positions=64,
                               encoder_layers=None, encoder_embed_dim=None, encoder_ffn_embed_dim=None,
                               encoder_attention_heads=None, dropout=None, attention_dropout=None,
