@@ -27,6 +27,14 @@ _SIZE_FLAGS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "
                "max_positions")
 
 
+def build_and_restore(args: argparse.Namespace, context: DistributedContext = SINGLE_PROCESS):
+    """Task, trainer, checkpoint manager and the extra state to resume. The starting checkpoint is
+    read once, before the model is built, and let go once restored (it can be gigabytes)."""
+    start = starting_point(args)
+    task, trainer, manager = build_components(args, context, start)
+    return task, trainer, manager, restore(args, trainer, manager, start)
+
+
 def pick_device(cpu: bool) -> torch.device:
     if not cpu and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())

@@ -12,7 +12,7 @@ import torch
 
 from roberta import checkpoint, distributed, options
 from roberta.cli.common import run_cli
-from roberta.cli.setup import build_components, epoch_iterator, restore, starting_point
+from roberta.cli.setup import build_and_restore, epoch_iterator
 from roberta.distributed import DistributedContext
 from roberta.evaluation import Validator
 from roberta.logging import ProgressLogger, setup_logging
@@ -37,9 +37,7 @@ def train(args: argparse.Namespace, context: DistributedContext) -> None:
     logger.info("command line arguments: %s", vars(args))
     torch.manual_seed(args.seed)
     with StopSignals() as stop_signals:
-        start = starting_point(args)
-        task, trainer, manager = build_components(args, context, start)
-        extra_state = restore(args, trainer, manager, start)
+        task, trainer, manager, extra_state = build_and_restore(args, context)
         train_loop(args, task, trainer, manager, extra_state, stop_signals)
     finished = bool(args.max_update) and trainer.num_updates >= args.max_update
     if trainer.stop_agreed and not finished:
