@@ -223,9 +223,7 @@ def training_flags(state: dict) -> dict:
     """
     cfg, args = state.get("cfg"), state.get("args")
     if isinstance(cfg, dict) and isinstance(cfg.get("common"), (dict, argparse.Namespace)):
-        groups = [vars(group) if isinstance(group, argparse.Namespace) else group for group in cfg.values()
-                  if isinstance(group, (dict, argparse.Namespace))]
-        return {key: value for group in groups for key, value in group.items()}
+        return {key: value for name in cfg for key, value in config_group(state, name).items()}
     if isinstance(cfg, dict):
         return dict(cfg)
     return dict(vars(args)) if isinstance(args, argparse.Namespace) else {}

@@ -70,14 +70,13 @@ def optimizer_state_by_name(state: dict, raw_weights: dict[str, Tensor], rename,
 
 
 def _renamed(name: str, entry: dict, rename) -> dict[str, dict]:
-    fused = _FUSED_IN_PROJ.match(name)
+    ours = rename(name)
+    fused = None if ours is None else _FUSED_IN_PROJ.match(ours)
     if fused is None:
-        ours = rename(name)
         return {} if ours is None else {ours: entry}
-    prefix = rename(fused.group(1) + "q_proj.x")[: -len("q_proj.x")]
     chunks = {key: value.chunk(3) if torch.is_tensor(value) and value.dim() else (value,) * 3
               for key, value in entry.items()}
-    return {f"{prefix}{part}_proj.{fused.group(2)}": {key: pieces[i] for key, pieces in chunks.items()}
+    return {f"{fused.group(1)}{part}_proj.{fused.group(2)}": {key: pieces[i] for key, pieces in chunks.items()}
             for i, part in enumerate("qkv")}
 
 
