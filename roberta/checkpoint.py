@@ -1,4 +1,4 @@
-"""Checkpoint policy: flags, file names, retention, best score, --reset-*, atomic writes, safe loads.
+"""Checkpoint policy: flags, file names, retention, best score, --reset-*, atomic writes, loading.
 
 Names and keys follow fairseq (`checkpoint_last.pt`, `checkpoint{E}.pt`, `checkpoint_{E}_{U}.pt`,
 `checkpoint_best.pt`, `optimizer_history`, `extra_state`, ...) so runs and tools written for
@@ -10,34 +10,30 @@ from __future__ import annotations
 
 import argparse
 import ast
-import errno
+import contextlib
 import logging
 import math
 import os
-import pickle
 import re
 import shutil
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from roberta.dir_lock import exclusive_directory
 from roberta.errors import UserError
 from roberta.faults import NO_FAULTS, FaultInjector
-from roberta.fileio import atomic_write
+from roberta.fileio import atomic_write, failed_write_cause, remove_orphaned_temporaries, temporary_path
+from roberta.torch_file import read_torch_file
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESTORE_FILE = "checkpoint_last.pt"
+SAVE_DIR_LOCK = ".roberta-train.lock"
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 _DROP = object()  # marks a value plain_config leaves out
-# Disk or directory failures the user can fix; any other error while saving is a bug (traceback kept).
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
-                errno.ENOENT, errno.ENOTDIR}
-# Released fairseq RoBERTa `model.pt` files keep their config in an argparse.Namespace, which is
-# inert to rebuild (attributes only), so allowing it does not open the door to code execution.
-_SAFE_GLOBALS = [argparse.Namespace]
 _MINIMUMS = {"save_interval": 1, "save_interval_updates": 0, "keep_interval_updates": -1, "patience": -1,
              "keep_interval_updates_pattern": -1, "keep_last_epochs": -1, "keep_best_checkpoints": -1}
 _RESET_FLAGS = ("reset_optimizer", "reset_lr_scheduler", "reset_dataloader", "reset_meters")
@@ -179,40 +175,11 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
-    _check_looks_like_torch_file(path)
-    if unsafe:
-        logger.warning("loading %s with --unsafe-load: its pickled code runs with your permissions", path)
-    try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            state = torch.load(path, map_location="cpu", weights_only=not unsafe)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL (\S+)", str(error))
-        if found:
-            raise UserError(f"refusing to unpickle {path}: it needs arbitrary code (global "
-                            f"{found.group(1)}). If you trust the file, pass --unsafe-load") from None
-        raise UserError(f"checkpoint {path}: not a PyTorch checkpoint (unreadable pickle)") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, AttributeError, ImportError) as error:
-        if isinstance(error, EOFError) or "central directory" in str(error):
-            raise UserError(f"checkpoint {path}: truncated or corrupt (an interrupted copy or save?); "
-                            f"use another checkpoint") from None
-        detail = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
-        raise UserError(f"checkpoint {path}: not a PyTorch checkpoint ({detail[:120]})") from None
+    state = read_torch_file(path, unsafe=unsafe)
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path}: not a model checkpoint (no 'model' entry); "
                         f"pass a file written by roberta-train or fairseq-train")
     return state
-
-
-def _check_looks_like_torch_file(path: Path) -> None:
-    """torch.save writes a zip archive (legacy files: a pickle, whose first byte is 0x80); anything
-    else (a text file, a dataset .bin, an empty file) would only give an obscure unpickling error."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if not head:
-        raise UserError(f"checkpoint {path}: empty file (an interrupted copy or save?); use another checkpoint")
-    if head != b"PK\x03\x04" and head[0] != 0x80:
-        raise UserError(f"checkpoint {path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
-                        f"pass a file written by roberta-train or fairseq-train")
 
 
 def training_flags(state: dict) -> dict:
@@ -294,16 +261,6 @@ def build_checkpoint_state(
     if save_optimizer_state and optimizer_state is not None:
         state["last_optimizer_state"] = optimizer_state
     return state
-
-
-def _disk_error(error: BaseException | None) -> OSError | None:
-    """The disk or directory failure behind `error`, if any. torch.save reports a failed write as a
-    RuntimeError of its zip writer raised while handling the OSError, so the chain is searched."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 @dataclass
@@ -402,8 +359,7 @@ class CheckpointManager:
         self.best = None if extra_state.get("best") is None else float(extra_state["best"])
 
     def check_writable(self) -> None:
-        """Fail at start-up, not hours later at the first save, when --save-dir cannot be written;
-        and remove what a save killed midway left behind, which no later save may overwrite."""
+        """Fail at start-up, not hours later at the first save, when --save-dir cannot be written."""
         if self.no_save or not self.writes_files:
             return
         probe = self.save_dir / f".write-probe-{os.getpid()}"
@@ -414,12 +370,25 @@ class CheckpointManager:
         except OSError as error:
             raise UserError(f"--save-dir {self.save_dir}: not writable ({error.strerror}); choose another "
                             f"directory or fix its permissions") from None
-        stale = [path for path in self.save_dir.glob("checkpoint*.pt.tmp") if path.is_file()]
-        for path in stale:
-            path.unlink(missing_ok=True)
-        if stale:
-            logger.info("removed %d unfinished checkpoint file(s) left by an interrupted save: %s", len(stale),
-                        ", ".join(path.name for path in stale))
+
+    @contextlib.contextmanager
+    def sole_writer(self) -> Iterator[None]:
+        """For a whole run: check --save-dir is writable, hold its lock (a second run on it is refused
+        with the holder's pid), and remove what saves of dead processes left behind, which no later
+        save would overwrite. Ranks that do not write files take no lock."""
+        if self.no_save or not self.writes_files:
+            yield
+            return
+        self.check_writable()
+        in_use = (lambda holder: f"--save-dir {self.save_dir} is in use by another roberta-train run ({holder}); "
+                                 f"wait for it, stop it, or choose another --save-dir")
+        # Not kept by children: a data-loading worker that outlives a killed run must not keep the rerun out.
+        with exclusive_directory(self.save_dir, SAVE_DIR_LOCK, in_use, kept_by_children=False):
+            stale = remove_orphaned_temporaries(self.save_dir, "checkpoint*.pt.tmp.*")
+            if stale:
+                logger.info("removed %d unfinished checkpoint file(s) left by an interrupted save: %s",
+                            len(stale), ", ".join(path.name for path in stale))
+            yield
 
     def is_better(self, a: float, b: float | None, *, strict: bool = False) -> bool:
         """Whether score `a` is at least as good as `b` (ties overwrite checkpoint_best.pt, as in fairseq)
@@ -475,7 +444,7 @@ class CheckpointManager:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             self._write({**state, "extra_state": extra_state}, paths, num_updates)
         except (OSError, RuntimeError) as error:
-            disk_error = _disk_error(error)
+            disk_error = failed_write_cause(error)
             if disk_error is None:
                 raise
             raise UserError(f"could not write checkpoint to {paths[0]}: {disk_error.strerror}; "
@@ -511,8 +480,8 @@ class CheckpointManager:
             self.faults.kill_if("kill-save", update=num_updates)
         self.faults.kill_if("kill-save-names", update=num_updates)
         for path in others:
-            link = path.with_name(path.name + ".tmp")
-            link.unlink(missing_ok=True)  # left behind by a save that was killed
+            link = temporary_path(path)
+            link.unlink(missing_ok=True)  # left by a killed process that had our pid
             try:
                 os.link(first, link)
             except OSError:  # a file system without hard links: copy, still through a temporary

@@ -6,11 +6,12 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch.distributed as dist
 
 from roberta.criterion import sum_logging_outputs
-from roberta.distributed import all_gather_objects, broadcast_object, is_initialized
+from roberta.distributed import all_gather_objects, all_reduce_sum, broadcast_object, is_initialized
 from roberta.errors import UserError
 from roberta.data.iterators import EpochBatchIterator
 from roberta.logging import ProgressLogger
@@ -18,16 +19,32 @@ from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.valid")
 
+# With several processes the stop request is agreed every this many validation steps: each
+# agreement is an all-reduce that waits for the device, so not every step.
+STOP_POLL_STEPS = 4
 
-def evaluate(trainer: Trainer, iterator: EpochBatchIterator) -> dict[str, float]:
+
+class ValidationStopped(Exception):
+    """A stop was requested (SIGTERM/SIGINT) during validation, on some rank; every rank raises it
+    at the same step, and the pass is abandoned."""
+
+
+def evaluate(trainer: Trainer, iterator: EpochBatchIterator,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Metrics of one full pass, then fairseq's throughput fields (`wps`, and `wpb`/`bsz` per
-    validation step over all ranks) and `num_examples`: how many examples were scored."""
+    validation step over all ranks) and `num_examples`: how many examples were scored.
+
+    `should_stop` (this rank got a stop signal) is asked between batches; once it is true on
+    any rank, every rank raises ValidationStopped, so a scheduler's grace period is not spent on
+    a pass whose score would never be used."""
     logging_outputs = []
     counts = {"num_examples": 0, "num_tokens": 0}
     steps = 0  # the same on every rank: short shards are padded with empty batches
     start = time.perf_counter()
     for group in iterator.next_epoch_itr(shuffle=False):
         for sample in group:
+            if should_stop is not None and _stop_agreed(should_stop, steps):
+                raise ValidationStopped
             steps += 1
             if sample:
                 logging_outputs.append(trainer.valid_step(sample))
@@ -44,6 +61,13 @@ def evaluate(trainer: Trainer, iterator: EpochBatchIterator) -> dict[str, float]
     return stats
 
 
+def _stop_agreed(should_stop: Callable[[], bool], step: int) -> bool:
+    """Whether any rank asks to stop, at steps every rank reaches together (one process: every step)."""
+    if is_initialized() and step % STOP_POLL_STEPS:
+        return False
+    return all_reduce_sum([float(should_stop())])[0] > 0
+
+
 def _sum_over_ranks(totals: dict) -> dict:
     """Key-by-key sums of every rank's totals (a rank with an empty shard may lack some keys)."""
     summed: dict = {}
@@ -54,15 +78,18 @@ def _sum_over_ranks(totals: dict) -> dict:
 
 
 class Validator:
-    """Validates on every `--valid-subset`; the first subset's metric decides the best checkpoint."""
+    """Validates on every `--valid-subset`; the first subset's metric decides the best checkpoint.
+    With `should_stop`, a pass raises ValidationStopped when a stop is requested (see `evaluate`)."""
 
-    def __init__(self, args: argparse.Namespace, task, build_iterator) -> None:
+    def __init__(self, args: argparse.Namespace, task, build_iterator,
+                 should_stop: Callable[[], bool] | None = None) -> None:
         self.subsets = [name for name in args.valid_subset.split(",") if name]
         self.metric = getattr(args, "best_checkpoint_metric", "loss")
         self.log_format = args.log_format
         self.task = task
         self.save_predictions = getattr(args, "save_predictions", None)
         self._build_iterator = build_iterator
+        self._should_stop = should_stop
         self._first_iterators: dict[str, EpochBatchIterator] = {}
 
     def _iterator(self, subset: str) -> EpochBatchIterator:
@@ -77,10 +104,11 @@ class Validator:
         """Validate every subset; `manager` (a CheckpointManager) supplies the best score so far."""
         first_metric = None
         for subset in self.subsets:
+            logger.info('begin validation on "%s" subset', subset)
             records = [] if self.save_predictions or self.task.scores_predictions else None
             trainer.criterion.collect_predictions(records)
             try:
-                stats = evaluate(trainer, self._iterator(subset))
+                stats = evaluate(trainer, self._iterator(subset), self._should_stop)
             finally:
                 trainer.criterion.collect_predictions(None)
             if records is not None:

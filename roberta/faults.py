@@ -7,7 +7,9 @@ The variable holds `;`-separated faults, each `KIND[:rank=R,..][:steps=S,..][:mi
 - `kill-step`: SIGKILL this process in the forward pass of a training step;
 - `kill-save`: SIGKILL it once a checkpoint is serialized to its temporary file, before any name
   is replaced; `kill-save-names`: after the first name is replaced, before the others;
-- `kill-validate`: SIGKILL it during a validation pass (at its first batch).
+- `kill-validate`: SIGKILL it during a validation pass (at its first batch);
+- `sigterm-validate`: send it SIGTERM during a validation pass (at each batch: a stop request);
+- `slow-validate`: make each validation batch take SLOW_VALIDATE_SECONDS longer.
 `steps` counts `train_step` calls of this process from 1 (skipped updates count too, so a fault
 never repeats forever); `micro_batches` counts from 0 within a step; `updates` is the update being
 computed (in a step) or just finished (at a save or validation), so a kill can be aimed at one
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from roberta.errors import UserError
 
 ENVIRONMENT_VARIABLE = "ROBERTA_INJECT_FAULTS"
-KINDS = ("oom-forward", "oom-backward", "nan-loss", "kill-step", "kill-save", "kill-save-names", "kill-validate")
+KINDS = ("oom-forward", "oom-backward", "nan-loss", "kill-step", "kill-save", "kill-save-names", "kill-validate",
+         "sigterm-validate", "slow-validate")
+SLOW_VALIDATE_SECONDS = 1.0
 FILTERS = ("rank", "steps", "micro_batches", "updates")
 
 
@@ -77,11 +81,13 @@ class FaultInjector:
     def fires(self, kind: str, step: int = 0, micro_batch: int = 0, update: int | None = None) -> bool:
         return any(fault.matches(kind, self.rank, step, micro_batch, update) for fault in self.faults)
 
-    def kill_if(self, kind: str, *, step: int = 0, micro_batch: int = 0, update: int | None = None) -> None:
-        """SIGKILL this process when a `kill-*` fault matches: no handler, cleanup or flush runs,
-        exactly as when the machine loses power or the OOM killer strikes."""
+    def kill_if(self, kind: str, *, step: int = 0, micro_batch: int = 0, update: int | None = None,
+                signum: int = signal.SIGKILL) -> None:
+        """Send this process `signum` when the fault matches. SIGKILL (the `kill-*` faults): no
+        handler, cleanup or flush runs, exactly as when the machine loses power or the OOM killer
+        strikes."""
         if self.fires(kind, step, micro_batch, update):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
 
 
 NO_FAULTS = FaultInjector([], rank=0)

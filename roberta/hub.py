@@ -286,8 +286,7 @@ def _load_model(path: Path, dictionary: Dictionary, unsafe: bool) -> RobertaMode
                         f"dictionary gives {len(dictionary)} (with {MASK}); pass "
                         f"data_name_or_path= the data the model was trained on")
     model = RobertaModel(config)
-    for name, (inner_dim, num_classes) in pretrained.heads.items():
-        model.register_classification_head(name, num_classes, inner_dim)
+    pretrained.register_heads(model)
     load_model_weights(model, pretrained.state_dict, path=path)
     return model
 

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import numbers
+import os
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping, TypeVar
 from tqdm import tqdm
 
 from roberta.errors import UserError
+from roberta.fileio import temporary_path
 
 LOG_FORMATS = ("simple", "json", "tqdm", "none")
 LINE_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
@@ -61,7 +63,11 @@ def setup_logging(log_file: str | None = None, rank: int = 0, level: int = loggi
     """
     handlers: list[logging.Handler] = [_StderrHandler()]
     if log_file:
-        handlers.append(_open_log_file(log_file))
+        try:
+            handlers.append(open_log_file(log_file, f"--log-file {log_file}"))
+        except OSError as error:
+            raise UserError(f"--log-file {log_file}: cannot write ({error.strerror}); pick a "
+                            f"writable path on a disk with free space") from None
     reset_logging()
     root = logging.getLogger()
     formatter = logging.Formatter(LINE_FORMAT, DATE_FORMAT)
@@ -83,14 +89,70 @@ def reset_logging() -> None:
         handler.close()
 
 
-def _open_log_file(log_file: str) -> logging.Handler:
-    path = Path(log_file)
+class LogFileHandler(logging.FileHandler):
+    """Appends records to a file. The first write that fails (a full disk, a lost mount) is
+    reported once as a warning and the file is dropped: the run goes on, logging to the console,
+    instead of printing a traceback for every later record."""
+
+    def __init__(self, path: str | os.PathLike, label: str) -> None:
+        super().__init__(path, mode="a", encoding="utf-8")
+        self.label = label
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)  # a bad message or format: a bug worth its traceback
+            return
+        self._give_up(error)
+        self.close()
+
+    def close(self) -> None:
+        # Closing flushes what is still buffered, which fails again after a failed write.
+        try:
+            super().close()
+        except OSError as error:
+            self._give_up(error)
+
+    def _give_up(self, error: OSError) -> None:
+        if not self.failed:
+            self.failed = True
+            logger.warning(f"{self.label}: write failed ({error.strerror or error}); logging to "
+                           f"the console only from now", extra=EVERY_RANK)
+
+
+def open_log_file(path: str | os.PathLike, label: str) -> LogFileHandler:
+    """A `LogFileHandler` appending to `path` (its folder is created); `label` names it in the
+    warning of a later failed write. Raises OSError when the file cannot be written now."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = LogFileHandler(path, label)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return logging.FileHandler(path, mode="a", encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"--log-file {log_file}: cannot open for appending ({error.strerror}); "
-                        f"pick a writable path") from error
+        _check_room_beside(path)
+    except OSError:
+        handler.close()
+        raise
+    return handler
+
+
+def _check_room_beside(path: Path) -> None:
+    # Opening for appending succeeds on a full disk; writing a byte beside the file does not.
+    probe = temporary_path(path)
+    try:
+        handle = open(probe, "wb")
+    except PermissionError:
+        return  # the file is writable (it opened), its folder is not: there is nothing to test
+    try:
+        with handle:
+            handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def warn_once(log: logging.Logger, message: str) -> None:

@@ -8,23 +8,39 @@ any flag nobody declared.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from roberta import checkpoint, distributed, logging as roberta_logging, precision
 from roberta.cli.common import import_user_modules
 from roberta.fairseq_flags import add_fairseq_flags
 from roberta.errors import UserError
+from roberta.flag_types import non_negative_int, seed_int
 from roberta.models import add_model_args
 from roberta.optim import add_optimization_args
 from roberta.registry import ARCHS, CRITERIONS, LR_SCHEDULERS, OPTIMIZERS, TASKS
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit status 2, without the usage wall."""
+    """argparse, but a usage error is one line and exit status 2, without the usage wall, and a
+    flag declared `type=float` refuses NaN and +-inf."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Flags with a range declare a roberta.flag_types parser; this covers the rest, a
+        # --user-dir plugin's included (argument groups share the parser's registry).
+        self.register("type", float, _finite_float)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _add_component_choices(parser: argparse.ArgumentParser, *, train: bool) -> None:
@@ -39,7 +55,7 @@ def _add_component_choices(parser: argparse.ArgumentParser, *, train: bool) -> N
 
 def _add_common_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("common")
-    group.add_argument("--seed", type=int, default=1,
+    group.add_argument("--seed", type=seed_int("--seed"), default=1,
                        help="seed for data order, masking and dropout (dropout uses seed + update)")
     group.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is visible")
     roberta_logging.add_logging_args(parser)
@@ -65,7 +81,8 @@ def _add_dataset_args(parser: argparse.ArgumentParser, *, train: bool) -> None:
         group.add_argument("--train-subset", default="train", help="split to train on")
         group.add_argument("--disable-validation", action="store_true", help="never validate")
         group.add_argument("--validate-interval", type=int, default=1, help="validate every N epochs")
-        group.add_argument("--validate-interval-updates", type=int, default=0,
+        group.add_argument("--validate-interval-updates", default=0,
+                           type=non_negative_int("--validate-interval-updates"),
                            help="also validate every N updates (0: off)")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from roberta.errors import UserError
+from roberta.flag_types import non_negative_float, positive_float, positive_int, probability
 from roberta.optim.loss_scaler import DynamicLossScaler
 
 logger = logging.getLogger(__name__)
@@ -57,17 +58,19 @@ def add_precision_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-efficient-bf16", action="store_true",
                         help="--bf16 with the weights and gradients themselves in bfloat16 (no fp32 copy); "
                              "small updates can be lost to rounding")
-    parser.add_argument("--fp16-init-scale", type=float, default=2.0 ** 7, metavar="S",
+    parser.add_argument("--fp16-init-scale", type=positive_float("--fp16-init-scale"), default=2.0 ** 7,
+                        metavar="S",
                         help="initial loss scale for float16 training")
-    parser.add_argument("--fp16-scale-window", type=int, metavar="N",
+    parser.add_argument("--fp16-scale-window", type=positive_int("--fp16-scale-window"), metavar="N",
                         help="updates without overflow before the loss scale is doubled "
                              "(default: 2**14 / world size / --update-freq)")
-    parser.add_argument("--fp16-scale-tolerance", type=float, default=0.0, metavar="P",
+    parser.add_argument("--fp16-scale-tolerance", default=0.0, metavar="P",
+                        type=probability("--fp16-scale-tolerance"),
                         help="share of updates since the last rescale that may overflow before the loss "
                              "scale is halved (0: halve on every overflow)")
-    parser.add_argument("--threshold-loss-scale", type=float, metavar="S",
+    parser.add_argument("--threshold-loss-scale", type=positive_float("--threshold-loss-scale"), metavar="S",
                         help="never lower the loss scale below this value")
-    parser.add_argument("--min-loss-scale", type=float, default=1e-4, metavar="S",
+    parser.add_argument("--min-loss-scale", type=non_negative_float("--min-loss-scale"), default=1e-4, metavar="S",
                         help="stop training when the loss scale would fall to this value")
     parser.add_argument("--fp16-no-flatten-grads", action="store_true",
                         help="accepted for fairseq compatibility; no effect: gradients are never "
@@ -84,16 +87,6 @@ def validate_precision_args(args: argparse.Namespace) -> None:
     if half and bfloat:
         raise UserError(f"{'/'.join(half)} and {'/'.join(bfloat)} cannot be combined; choose float16 (with "
                         f"loss scaling) or bfloat16 (no scaling needed)")
-    if not args.fp16_init_scale > 0:
-        raise UserError(f"--fp16-init-scale must be positive, got {args.fp16_init_scale}")
-    if args.fp16_scale_window is not None and args.fp16_scale_window < 1:
-        raise UserError(f"--fp16-scale-window must be >= 1, got {args.fp16_scale_window}")
-    if not 0.0 <= args.fp16_scale_tolerance <= 1.0:
-        raise UserError(f"--fp16-scale-tolerance is a share of updates in [0, 1], got {args.fp16_scale_tolerance}")
-    if args.threshold_loss_scale is not None and not args.threshold_loss_scale > 0:
-        raise UserError(f"--threshold-loss-scale must be positive, got {args.threshold_loss_scale}")
-    if not args.min_loss_scale >= 0:
-        raise UserError(f"--min-loss-scale must be >= 0, got {args.min_loss_scale}")
     if half and args.fp16_scale_window is None and len(args.update_freq) > 1:
         raise UserError(f"--update-freq {','.join(map(str, args.update_freq))} changes per epoch, so the "
                         f"default --fp16-scale-window (2**14 / --update-freq) is ambiguous; give "

@@ -5,6 +5,15 @@ nothing are dropped; none left means the gold is `""`, i.e. "no answer"). `squad
 thresholds the scores with `na_probs` (strict `>`) and, when `na_probs` is given, adds the
 oracle best thresholds found by the official sweep. All scores are percentages.
 
+The official `best_*_thresh` does not always reproduce its `best_*` when given back as the
+threshold: its sweep starts at 0.0, so where abstaining everywhere is best it reports 0.0, which
+answers every question whose na_prob is at most 0 (with logits, often all of them). After the official
+keys come `best_exact_null_score_diff_threshold` and `best_f1_null_score_diff_threshold`: a
+threshold that, given back (as `na_prob_thresh`, `-t`, or roberta-validate's
+--null-score-diff-threshold, all "abstain where the score exceeds it"), gives the best score any
+threshold can. That is `best_*` itself unless na_probs tie at the official cut or a non-empty
+answer to an unanswerable question normalises to nothing (e.g. "the").
+
 Where the official script is loose we are strict, and say so: a question without a prediction
 (the official script prints a message, then fails with a KeyError) or without an na_prob is a
 `UserError`; predictions and na_probs for question ids outside the dataset are ignored as the
@@ -77,7 +86,8 @@ def squad2_metrics(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, 
     """The official SQuAD 2.0 metrics, keys in the official order.
 
     `exact, f1, total`, then `HasAns_*` and `NoAns_*` (each only if that class occurs), then
-    `best_exact, best_exact_thresh, best_f1, best_f1_thresh` when `na_probs` is given.
+    `best_exact, best_exact_thresh, best_f1, best_f1_thresh` and our
+    `best_{exact,f1}_null_score_diff_threshold` when `na_probs` is given.
     A question whose na_prob is greater than `na_prob_thresh` counts as an abstention. Without
     `na_probs` every na_prob is 0.0, as in the official script (so a negative threshold makes
     every question abstain). Raises `UserError` if a question lacks a prediction or an na_prob.
@@ -101,10 +111,13 @@ def squad2_metrics(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, 
         if qids:
             metrics.update(_block(exact, f1, qids, prefix))
     if na_probs is not None:
-        for name, raw in (("exact", exact_raw), ("f1", f1_raw)):
+        raw_scores = (("exact", exact_raw), ("f1", f1_raw))
+        for name, raw in raw_scores:
             best, thresh = _best_threshold(raw, predictions, na_probs, answerable)
             metrics[f"best_{name}"] = best
             metrics[f"best_{name}_thresh"] = thresh
+        for name, raw in raw_scores:  # after all the official keys, which keep their order
+            metrics[f"best_{name}_null_score_diff_threshold"] = _reproducing_threshold(raw, na_probs, answerable)
     return metrics
 
 
@@ -222,3 +235,45 @@ def _best_threshold(scores: Mapping[str, float], predictions: Mapping[str, str],
             best = current
             best_thresh = na_probs[qid]
     return 100.0 * best / len(scores), best_thresh
+
+
+def _reproducing_threshold(scores: Mapping[str, float], na_probs: Mapping[str, float],
+                          answerable: Mapping[str, bool]) -> float:
+    """The threshold at which `_thresholded` scores best, as the official script would score a
+    rerun with it: answer where the na_prob is at most the threshold, abstain elsewhere.
+
+    Questions with equal na_probs are answered together, as a threshold must. Of the best cuts the
+    lowest is taken (the official sweep's choice), and the threshold sits halfway to the next
+    higher na_prob, so that na_probs a rerun computes slightly differently still give the same cut.
+    """
+    values = sorted({float(na_probs[qid]) for qid in scores})
+    gains = dict.fromkeys(values, 0.0)
+    for qid, score in scores.items():
+        # Answering instead of abstaining: an abstention scores 1 exactly where there is no answer.
+        gains[na_probs[qid]] += score - (not answerable[qid])
+    current = best = 0.0
+    best_index = -1  # abstain everywhere
+    for index, value in enumerate(values):
+        current += gains[value]
+        if current > best:
+            best, best_index = current, index
+    if best_index < 0:
+        return _below(values[0])
+    if best_index + 1 == len(values):
+        return values[best_index]
+    return _between(values[best_index], values[best_index + 1])
+
+
+def _below(value: float) -> float:
+    """A round threshold below `value`: abstain everywhere."""
+    if not math.isfinite(value):
+        # Any finite threshold is below +inf; nothing is below -inf.
+        return 0.0 if value > 0 else value
+    below = math.floor(value) - 1.0
+    return below if below < value else math.nextafter(value, -math.inf)
+
+
+def _between(low: float, high: float) -> float:
+    """Halfway between two na_probs, or `low` itself where no float lies between them."""
+    middle = low + (high - low) / 2
+    return middle if low <= middle < high else low

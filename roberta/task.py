@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from roberta.data.indexed_dataset import MMapIndexedDataset, dataset_exists, load_indexed_dataset
+from roberta.data.dictionary import Dictionary
+from roberta.data.indexed_dataset import MMapIndexedDataset, TokenIdRange, dataset_exists, load_indexed_dataset
 from roberta.errors import UserError
 
 
@@ -60,9 +61,32 @@ def data_directory(data: str, flag: str = "data") -> Path:
     return path
 
 
-def load_split(root: Path, field: str, split: str) -> MMapIndexedDataset:
-    """`root/field/split.{bin,idx}` (e.g. `input0/train`), or one clear error when it is missing."""
+def read_text_lines(path: Path) -> list[str]:
+    """The lines (ends kept) of a small UTF-8 text file a task reads whole, e.g. labels; a leading
+    byte-order mark, as Windows editors write, is not part of the first line."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.readlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text ({error.reason}); re-encode it as UTF-8") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror})") from None
+
+
+def load_dictionary_with_mask(path: Path) -> tuple[Dictionary, TokenIdRange]:
+    """`dict.txt` plus the `<mask>` symbol every RoBERTa task appends, and the ids its data may hold:
+    only the file's entries, as data is binarized before `<mask>` exists (a `dict.txt` one entry
+    short would otherwise pass its last id off as `<mask>`)."""
+    dictionary = Dictionary.load(path)
+    token_ids = TokenIdRange(len(dictionary), str(path))
+    dictionary.add_symbol("<mask>")
+    return dictionary, token_ids
+
+
+def load_split(root: Path, field: str, split: str, token_ids: TokenIdRange) -> MMapIndexedDataset:
+    """`root/field/split.{bin,idx}` (e.g. `input0/train`) with its ids checked against `token_ids`,
+    or one clear error when it is missing."""
     prefix = root / field / split
     if not dataset_exists(str(prefix)):
         raise UserError(f"split '{split}' not found: expected {prefix}.bin and {prefix}.idx")
-    return load_indexed_dataset(str(prefix), combine=False)
+    return load_indexed_dataset(str(prefix), combine=False, token_ids=token_ids)

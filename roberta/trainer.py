@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from roberta.criterion import Criterion, sum_logging_outputs
 from roberta.distributed import (OVERLAPPING_BACKENDS, SINGLE_PROCESS, DistributedContext, all_reduce_gradients,
                                  all_reduce_sum, wrap_data_parallel)
 from roberta.errors import UserError
-from roberta.faults import ENVIRONMENT_VARIABLE as FAULTS_VARIABLE, FaultInjector
+from roberta.faults import ENVIRONMENT_VARIABLE as FAULTS_VARIABLE, SLOW_VALIDATE_SECONDS, FaultInjector
 from roberta.models.weights import load_model_weights
 from roberta.oom import OomBackoff, is_out_of_memory, release_memory, report_oom
 from roberta.optim.loss_scaler import DynamicLossScaler
@@ -61,6 +62,7 @@ class Trainer:
         self._find_unused_parameters = find_unused_parameters
         self._wrapped_model: torch.nn.Module | None = None
         self.oom_updates = 0
+        self.overflow_updates = 0  # skipped for an fp16 gradient overflow
         self.oom_backoff = OomBackoff(oom_backoff)
         self.faults = FaultInjector.from_environment(context.rank)
         self._steps = 0
@@ -268,6 +270,7 @@ class Trainer:
             return True
         logger.info("NOTE: gradient overflow detected, ignoring gradient, setting loss scale to: %g",
                     self.loss_scaler.scale)
+        self.overflow_updates += 1
         return False
 
     def _normalize_and_clip(self, scale: float) -> float:
@@ -291,6 +294,9 @@ class Trainer:
     @torch.no_grad()
     def valid_step(self, sample: dict) -> dict:
         self.faults.kill_if("kill-validate", update=self.num_updates)
+        self.faults.kill_if("sigterm-validate", update=self.num_updates, signum=signal.SIGTERM)
+        if self.faults.fires("slow-validate", update=self.num_updates):
+            time.sleep(SLOW_VALIDATE_SECONDS)
         self.model.eval()
         self.criterion.eval()
         with self.precision.autocast(self.device):

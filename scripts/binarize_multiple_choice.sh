@@ -9,11 +9,14 @@
 #   DATA_BIN/input0..input<NUM_CLASSES>/{dict.txt,<split>.bin,<split>.idx}
 #   DATA_BIN/label/<split>.label, DATA_BIN/label/<split>.ids
 # BPE_DIR holds the GPT-2 encoder.json, vocab.bpe and dict.txt. WORKERS (default 10) sets the
-# processes of each step. DATA_BIN is built as DATA_BIN.tmp.<pid> and renamed at the end; an
-# existing DATA_BIN that is not an empty folder is refused.
+# processes of each step. DATA_BIN is built as DATA_BIN.tmp.<pid> and renamed at the end (one
+# a killed run left is removed at the next start); an existing DATA_BIN that is not an empty
+# folder is refused. PYTHON (default python) starts the steps (scripts/steps.sh).
 set -euo pipefail
 PROG=$(basename "$0")
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 fail() { echo "$PROG: error: $*" >&2; exit 1; }
+source "$SCRIPTS/steps.sh"
 
 [ $# -eq 7 ] || fail "expected 7 arguments (EXTRACTED DATA_BIN BPE_DIR NUM_CLASSES TRAINPREF" \
   "VALIDPREFS TESTPREFS), got $#"
@@ -43,6 +46,7 @@ for split in "${SPLITS[@]}"; do
   done
 done
 
+remove_dead_leftovers "$DATA_BIN.tmp"
 TMP="$DATA_BIN.tmp.$$"
 trap 'rm -rf "$TMP"' EXIT
 # An interrupted run must still reach the EXIT trap, which bash skips on an untrapped signal.
@@ -56,7 +60,7 @@ for split in "${SPLITS[@]}"; do
   for k in $(seq 0 "$NUM_CLASSES"); do
     inputs+=("$EXTRACTED/$split.input$k") outputs+=("$TMP/bpe/$split.input$k")
   done
-  roberta-bpe encode --encoder-json "$BPE_DIR/encoder.json" --vocab-bpe "$BPE_DIR/vocab.bpe" \
+  step roberta-bpe encode --encoder-json "$BPE_DIR/encoder.json" --vocab-bpe "$BPE_DIR/vocab.bpe" \
     --inputs "${inputs[@]}" --outputs "${outputs[@]}" --keep-empty --workers "$WORKERS"
 done
 
@@ -72,7 +76,7 @@ for k in $(seq 0 "$NUM_CLASSES"); do
   args=(--trainpref "$TMP/bpe/$TRAINPREF.input$k")
   [ ${#VALIDPREFS[@]} -eq 0 ] || args+=(--validpref "$(prefixes "$k" "${VALIDPREFS[@]}")")
   [ ${#TESTPREFS[@]} -eq 0 ] || args+=(--testpref "$(prefixes "$k" "${TESTPREFS[@]}")")
-  roberta-preprocess --only-source --srcdict "$BPE_DIR/dict.txt" "${args[@]}" \
+  step roberta-preprocess --only-source --srcdict "$BPE_DIR/dict.txt" "${args[@]}" \
     --destdir "$TMP/input$k" --workers "$WORKERS"
 done
 

@@ -15,13 +15,15 @@
 # Splits: train, valid (dev), test (test, when GLUE_DIR has it); MNLI: valid = dev_matched,
 # valid1 = dev_mismatched, test = test_matched, test1 = test_mismatched. Without train (e.g.
 # --splits dev) label/dict.txt is built from the labels of valid instead.
-# Each <TASK>-bin is built as <TASK>-bin.tmp.<pid> and renamed at the end; an existing <TASK>-bin
-# that is not an empty folder is refused (all are checked before any work). WORKERS (default 10)
-# sets the processes of each step; PYTHON (default python) runs the extraction.
+# Each <TASK>-bin is built as <TASK>-bin.tmp.<pid> and renamed at the end (one a killed run left
+# is removed at the next start); an existing <TASK>-bin that is not an empty folder is refused
+# (all are checked before any work). WORKERS (default 10) sets the processes of each step; PYTHON
+# (default python) runs the extraction and starts the steps (scripts/steps.sh).
 set -euo pipefail
 PROG=$(basename "$0")
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 fail() { echo "$PROG: error: $*" >&2; exit 1; }
+source "$SCRIPTS/steps.sh"
 ALL_TASKS=(CoLA SST-2 MRPC QQP STS-B MNLI QNLI RTE WNLI)
 
 [ $# -ge 3 ] || fail "usage: $PROG GLUE_DIR TASK|ALL DATA_ROOT [BPE_DIR] [--splits KINDS" \
@@ -60,7 +62,9 @@ for task in "${TASKS[@]}"; do
 done
 
 mkdir -p "$DATA_ROOT"
-WORK=$(mktemp -d "$DATA_ROOT/.glue-work.XXXXXX")
+remove_dead_leftovers "$DATA_ROOT/.glue-work"
+for task in "${TASKS[@]}"; do remove_dead_leftovers "$DATA_ROOT/$task-bin.tmp"; done
+WORK=$(mktemp -d "$DATA_ROOT/.glue-work.$$.XXXXXX")
 TMP=""
 trap 'rm -rf "$WORK" ${TMP:+"$TMP"}' EXIT
 # An interrupted run must still reach the EXIT trap, which bash skips on an untrapped signal.
@@ -95,7 +99,7 @@ binarize_task() {
     for ((k = 0; k < inputs; k++)); do
       sources+=("$text/$split.raw.input$k") targets+=("$bpe/$split.input$k")
     done
-    roberta-bpe encode --encoder-json "$BPE/encoder.json" --vocab-bpe "$BPE/vocab.bpe" \
+    step roberta-bpe encode --encoder-json "$BPE/encoder.json" --vocab-bpe "$BPE/vocab.bpe" \
       --inputs "${sources[@]}" --outputs "${targets[@]}" --keep-empty --workers "$WORKERS"
   done
   local args
@@ -104,7 +108,7 @@ binarize_task() {
     [ ${#train[@]} -eq 0 ] || args+=(--trainpref "$bpe/train.input$k")
     [ ${#valid[@]} -eq 0 ] || args+=(--validpref "$(joined "$bpe" ".input$k" "${valid[@]}")")
     [ ${#test[@]} -eq 0 ] || args+=(--testpref "$(joined "$bpe" ".input$k" "${test[@]}")")
-    roberta-preprocess --only-source --srcdict "$BPE/dict.txt" "${args[@]}" \
+    step roberta-preprocess --only-source --srcdict "$BPE/dict.txt" "${args[@]}" \
       --destdir "$dest/input$k" --workers "$WORKERS"
   done
 
@@ -135,17 +139,17 @@ binarize_labels() {
     args+=(--trainpref "$text/train.label")
   else
     # Without train data the label dictionary comes from the first labeled split.
-    roberta-preprocess --only-source --dict-only --trainpref "$text/${valid[0]}.label" \
+    step roberta-preprocess --only-source --dict-only --trainpref "$text/${valid[0]}.label" \
       --destdir "$dest" --workers "$WORKERS"
     args+=(--srcdict "$dest/dict.txt")
   fi
   [ ${#valid[@]} -eq 0 ] || args+=(--validpref "$(joined "$text" .label "${valid[@]}")")
-  roberta-preprocess --only-source "${args[@]}" --destdir "$dest" --workers "$WORKERS"
+  step roberta-preprocess --only-source "${args[@]}" --destdir "$dest" --workers "$WORKERS"
 }
 
 for task in "${TASKS[@]}"; do
   echo "preprocessing $task"
-  "${PYTHON:-python}" "$SCRIPTS/preprocess_glue.py" --glue-dir "$GLUE_DIR" --task "$task" \
+  step "${PYTHON:-python}" "$SCRIPTS/preprocess_glue.py" --glue-dir "$GLUE_DIR" --task "$task" \
     --output-dir "$WORK/$task" ${OPTIONS[@]+"${OPTIONS[@]}"}
   TMP="$DATA_ROOT/$task-bin.tmp.$$"
   binarize_task "$task" "$WORK/$task" "$TMP"

@@ -31,8 +31,9 @@ DATA_BIN (splits: train from TRAIN_JSON, valid from DEV_JSON):
     <split>.questions.jsonl           per question: {"id", "paragraph", "answers", "is_impossible"}
     <split>.contexts.jsonl            per paragraph: the context, as a JSON string
     <split>.meta.json                 settings and counts
-DATA_BIN is built as DATA_BIN.tmp.<pid> and renamed at the end; an existing DATA_BIN that is not
-an empty folder is refused.
+DATA_BIN is built as DATA_BIN.tmp.<pid> and renamed at the end (the next run removes one that a
+killed run left; worker processes die with this one); an existing DATA_BIN that is not an empty
+folder is refused.
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from multiprocessing import Pool
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
@@ -53,6 +53,7 @@ from roberta.data.gpt2_bpe import ENCODER_JSON, VOCAB_BPE, GPT2BPE
 from roberta.data.indexed_dataset import MMapIndexedDatasetBuilder, best_fitting_dtype
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
+from roberta.process_lifetime import remove_leftovers_of_dead_runs, worker_pool
 
 BPE_FILES = (ENCODER_JSON, VOCAB_BPE, "dict.txt")
 QUESTION_PREFIX = "Q: "
@@ -156,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     GPT2BPE.from_dir(bpe_dir)  # a broken encoder.json or vocab.bpe fails here, not in a worker
     scratch = data_bin.with_name(f"{data_bin.name}.tmp.{os.getpid()}")
     try:
-        scratch.mkdir(parents=True)
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers_of_dead_runs(scratch.parent, f"{data_bin.name}.tmp")
+        scratch.mkdir()
         with open(bpe_dir / "dict.txt", "rb") as source, atomic_write(scratch / "dict.txt") as copy:
             shutil.copyfileobj(source, copy)
         for name, paragraphs in splits.items():
@@ -398,7 +401,7 @@ def encode_paragraphs(paragraphs: Sequence[Paragraph], bpe_dir: Path, settings: 
         encoder = SquadEncoder.load(bpe_dir, settings)
         yield from map(encoder.paragraph, paragraphs)
         return
-    with Pool(workers, initializer=_start_worker, initargs=(bpe_dir, settings)) as pool:
+    with worker_pool(workers, _start_worker, (bpe_dir, settings)) as pool:
         yield from pool.imap(_encode_in_worker, paragraphs, chunksize=8)
 
 

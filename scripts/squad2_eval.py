@@ -4,8 +4,11 @@
 
 `pred.json` maps every question id to its answer text ("" for no answer); `na_prob.json` maps
 question ids to a no-answer score (larger = more likely unanswerable; probabilities or logits).
-Prints the metrics as JSON (indent 2) or writes them to `-o`. The official plotting options
-(`-p`, `-v`) are not offered. The metric itself is roberta/squad_metrics.py.
+Prints the metrics as JSON (indent 2) or writes them to `-o`: the official keys, then, with
+`-n`, `best_exact_null_score_diff_threshold` and `best_f1_null_score_diff_threshold`, the `-t`
+that gives `best_exact` and `best_f1` back (the official `best_*_thresh` does not where
+abstaining everywhere is best). The official plotting options (`-p`, `-v`) are not offered. The
+metric itself is roberta/squad_metrics.py.
 """
 from __future__ import annotations
 

@@ -8,17 +8,21 @@ import torch
 
 from roberta.data.bpe import build_bpe
 from roberta.data.dictionary import Dictionary
-from roberta.data.indexed_dataset import dataset_exists, load_indexed_dataset
+from roberta.data.indexed_dataset import TokenIdRange, dataset_exists, load_indexed_dataset
 from roberta.data.masking import MaskedLMDataset
 from roberta.data.token_blocks import TokenBlockDataset
 from roberta.errors import UserError
+from roberta.flag_types import NumberFlag, int_at_least, non_negative_float, positive_int, probability
 from roberta.models import RobertaModel, build_model_config
 from roberta.registry import TASKS
-from roberta.task import Task, data_directory
+from roberta.task import Task, data_directory, load_dictionary_with_mask
 
 logger = logging.getLogger(__name__)
 
 BREAK_MODES = ("none", "complete", "complete_doc", "eos")
+# At 0 no token is chosen, so no batch has a target and no update is ever made.
+MASK_PROB = NumberFlag("--mask-prob", float, "in (0, 1] (0 chooses no token to predict, so training would "
+                       "make no update; the default is 0.15)", lambda value: 0 < value <= 1)
 
 
 @TASKS.register("masked_lm")
@@ -27,20 +31,20 @@ class MaskedLMTask(Task):
     def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--sample-break-mode", default="none", choices=BREAK_MODES,
                             help="how token blocks respect line and document boundaries")
-        parser.add_argument("--tokens-per-sample", type=int, default=1024,
+        parser.add_argument("--tokens-per-sample", type=int_at_least("--tokens-per-sample", 2), default=1024,
                             help="tokens per block, including the leading <s>")
-        parser.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens to predict")
-        parser.add_argument("--leave-unmasked-prob", type=float, default=0.1,
+        parser.add_argument("--mask-prob", type=MASK_PROB, default=0.15, help="share of tokens to predict")
+        parser.add_argument("--leave-unmasked-prob", type=probability("--leave-unmasked-prob"), default=0.1,
                             help="share of predicted tokens left as they are")
-        parser.add_argument("--random-token-prob", type=float, default=0.1,
+        parser.add_argument("--random-token-prob", type=probability("--random-token-prob"), default=0.1,
                             help="share of predicted tokens replaced by a random token")
         parser.add_argument("--freq-weighted-replacement", action="store_true",
                             help="draw random replacement tokens by dictionary frequency")
         parser.add_argument("--mask-whole-words", action="store_true",
                             help="mask all subword pieces of a chosen word (needs --bpe and its files)")
-        parser.add_argument("--mask-multiple-length", type=int, default=1,
+        parser.add_argument("--mask-multiple-length", type=positive_int("--mask-multiple-length"), default=1,
                             help="mask spans of this many tokens (or words)")
-        parser.add_argument("--mask-stdev", type=float, default=0.0,
+        parser.add_argument("--mask-stdev", type=non_negative_float("--mask-stdev"), default=0.0,
                             help="standard deviation of the span length around --mask-multiple-length")
         parser.add_argument("--bpe", choices=("gpt2", "sentencepiece"),
                             help="the BPE the data was encoded with (for --mask-whole-words)")
@@ -50,25 +54,19 @@ class MaskedLMTask(Task):
 
     @classmethod
     def setup_task(cls, args: argparse.Namespace) -> "MaskedLMTask":
-        for prob_flag in ("mask_prob", "leave_unmasked_prob", "random_token_prob"):
-            value = getattr(args, prob_flag)
-            if not 0.0 <= value <= 1.0:
-                raise UserError(f"--{prob_flag.replace('_', '-')} must be in [0, 1], got {value}")
         if args.leave_unmasked_prob + args.random_token_prob > 1.0:
             raise UserError("--leave-unmasked-prob plus --random-token-prob must not exceed 1")
-        if args.tokens_per_sample < 2:
-            raise UserError(f"--tokens-per-sample must be at least 2, got {args.tokens_per_sample}")
         paths = [data_directory(path) for path in args.data.split(":")]
-        dictionary = Dictionary.load(paths[0] / "dict.txt")
-        dictionary.add_symbol("<mask>")
+        dictionary, token_ids = load_dictionary_with_mask(paths[0] / "dict.txt")
         logger.info("dictionary: %d types", len(dictionary))
         word_begins = _word_begins(args, dictionary) if args.mask_whole_words else None
-        return cls(args, paths, dictionary, word_begins)
+        return cls(args, paths, dictionary, token_ids, word_begins)
 
-    def __init__(self, args: argparse.Namespace, paths: list, dictionary: Dictionary,
+    def __init__(self, args: argparse.Namespace, paths: list, dictionary: Dictionary, token_ids: TokenIdRange,
                  word_begins: torch.Tensor | None = None) -> None:
         self.paths = paths
         self.dictionary = dictionary
+        self.token_ids = token_ids
         self.mask_idx = dictionary.index("<mask>")
         self.seed = args.seed
         self.tokens_per_sample = args.tokens_per_sample
@@ -87,7 +85,7 @@ class MaskedLMTask(Task):
         prefix = directory / split
         if not dataset_exists(str(prefix)):
             raise UserError(f"split '{split}' not found: expected {prefix}.bin and {prefix}.idx")
-        tokens = load_indexed_dataset(str(prefix), combine=split == "train")
+        tokens = load_indexed_dataset(str(prefix), combine=split == "train", token_ids=self.token_ids)
         blocks = TokenBlockDataset(tokens, tokens.sizes, block_size=self.tokens_per_sample,
                                    break_mode=self.break_mode, pad=self.dictionary.pad(),
                                    eos=self.dictionary.eos(), bos=self.dictionary.bos(),

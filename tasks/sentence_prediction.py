@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from roberta.data.dictionary import Dictionary
-from roberta.data.indexed_dataset import dataset_exists, load_indexed_dataset
+from roberta.data.indexed_dataset import TokenIdRange, dataset_exists, load_indexed_dataset
 from roberta.data.sentence_pairs import SentencePairDataset
 from roberta.data.shortening import SHORTEN_METHODS
 from roberta.errors import UserError
+from roberta.flag_types import non_negative_int, positive_int
 from roberta.fileio import atomic_write
 from roberta.glue_metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman
 from roberta.models import RobertaModel, build_model_config
 from roberta.registry import TASKS
-from roberta.task import Task, data_directory, load_split
+from roberta.task import Task, data_directory, load_dictionary_with_mask, load_split, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,13 @@ class SentencePredictionTask(Task):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--num-classes", type=int, help="number of classes (1 with --regression-target)")
+        parser.add_argument("--num-classes", type=positive_int("--num-classes"),
+                            help="number of classes (1 with --regression-target)")
         parser.add_argument("--regression-target", action="store_true",
                             help="predict a real number per example (STS-B) instead of a class")
-        parser.add_argument("--init-token", type=int, help="token put before the first sentence (RoBERTa: 0, <s>)")
-        parser.add_argument("--separator-token", type=int,
+        parser.add_argument("--init-token", type=non_negative_int("--init-token"),
+                            help="token put before the first sentence (RoBERTa: 0, <s>)")
+        parser.add_argument("--separator-token", type=non_negative_int("--separator-token"),
                             help="token put before the second sentence (RoBERTa: 2, </s>)")
         parser.add_argument("--shorten-method", default="none", choices=SHORTEN_METHODS,
                             help="cut examples longer than --max-positions: keep the start, or a random window")
@@ -75,20 +78,20 @@ class SentencePredictionTask(Task):
         root = data_directory(args.data)
         if not (root / "input0").is_dir():
             raise UserError(f"{root / 'input0'} not found: is {root} a folder written by preprocess_glue.sh?")
-        dictionary = Dictionary.load(root / "input0" / "dict.txt")
-        dictionary.add_symbol("<mask>")
+        dictionary, token_ids = load_dictionary_with_mask(root / "input0" / "dict.txt")
         label_dictionary = None
         if not args.regression_target:
             label_dictionary = _load_label_dictionary(root / "label" / "dict.txt", args.num_classes)
         logger.info("dictionary: %d types; %s", len(dictionary),
                     "regression target" if label_dictionary is None
                     else f"labels: {', '.join(label_dictionary.symbols[label_dictionary.nspecial:])}")
-        return cls(args, root, dictionary, label_dictionary)
+        return cls(args, root, dictionary, token_ids, label_dictionary)
 
-    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary,
+    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary, token_ids: TokenIdRange,
                  label_dictionary: Dictionary | None) -> None:
         self.root = root
         self.dictionary = dictionary
+        self.token_ids = token_ids
         self.label_dictionary = label_dictionary
         self.num_classes = args.num_classes
         self.regression = args.regression_target
@@ -109,8 +112,8 @@ class SentencePredictionTask(Task):
             self.positive_class = label_dictionary.index("1") - label_dictionary.nspecial
 
     def load_dataset(self, split: str, epoch: int = 1) -> SentencePairDataset:
-        first = load_split(self.root, "input0", split)
-        second = load_split(self.root, "input1", split) if self.pairs else None
+        first = load_split(self.root, "input0", split, self.token_ids)
+        second = load_split(self.root, "input1", split, self.token_ids) if self.pairs else None
         if second is not None and len(second) != len(first):
             raise UserError(f"split '{split}': input1 has {len(second)} examples but input0 has {len(first)}; "
                             f"rerun preprocessing")
@@ -137,7 +140,11 @@ class SentencePredictionTask(Task):
         prefix = self.root / "label" / split
         if not dataset_exists(str(prefix)):
             return None
-        labels = load_indexed_dataset(str(prefix), combine=False)
+        label_ids = TokenIdRange(len(self.label_dictionary), str(self.root / "label" / "dict.txt"))
+        labels = load_indexed_dataset(str(prefix), combine=False, token_ids=label_ids)
+        empty = np.flatnonzero(labels.sizes == 0)
+        if len(empty):
+            raise UserError(f"{prefix}.bin: example {int(empty[0])} has no label; rerun preprocessing")
         # Each line is binarized as `label </s>`; classes are the label symbols' positions after the specials.
         classes = np.fromiter((int(labels[i][0]) for i in range(len(labels))), dtype=np.int64, count=len(labels))
         classes -= self.label_dictionary.nspecial
@@ -152,12 +159,11 @@ class SentencePredictionTask(Task):
         if not path.is_file():
             return None
         values = []
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                try:
-                    values.append(float(line))
-                except ValueError:
-                    raise UserError(f"{path}:{number}: expected a number, got {line.strip()!r}") from None
+        for number, line in enumerate(read_text_lines(path), start=1):
+            try:
+                values.append(float(line))
+            except ValueError:
+                raise UserError(f"{path}:{number}: expected a number, got {line.strip()!r}") from None
         return np.asarray(values, dtype=np.float32)
 
     def build_model(self, args: argparse.Namespace) -> RobertaModel:

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from roberta.data.dictionary import Dictionary
+from roberta.data.indexed_dataset import TokenIdRange
 from roberta.data.multiple_choice import MultipleChoiceDataset
 from roberta.data.shortening import SHORTEN_METHODS
 from roberta.errors import UserError
+from roberta.flag_types import int_at_least, non_negative_int, positive_int
 from roberta.fileio import atomic_write
 from roberta.models import RobertaModel, build_model_config
 from roberta.registry import TASKS
-from roberta.task import Task, data_directory, load_split
+from roberta.task import Task, data_directory, load_dictionary_with_mask, load_split, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +29,13 @@ logger = logging.getLogger(__name__)
 class SentenceRankingTask(Task):
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--num-classes", type=int, help="number of options per example (input1..inputN)")
-        parser.add_argument("--init-token", type=int, help="token put before each option (RoBERTa: 0, <s>)")
-        parser.add_argument("--separator-token", type=int,
+        parser.add_argument("--num-classes", type=int_at_least("--num-classes", 2),
+                            help="number of options per example (input1..inputN)")
+        parser.add_argument("--init-token", type=non_negative_int("--init-token"),
+                            help="token put before each option (RoBERTa: 0, <s>)")
+        parser.add_argument("--separator-token", type=non_negative_int("--separator-token"),
                             help="token put between option and context (RoBERTa: 2, </s>)")
-        parser.add_argument("--max-option-length", type=int,
+        parser.add_argument("--max-option-length", type=positive_int("--max-option-length"),
                             help="cap each option (with its init token) at this many tokens")
         parser.add_argument("--shorten-method", default="none", choices=SHORTEN_METHODS,
                             help="cut sequences longer than --max-positions: keep the start, or a random window")
@@ -64,14 +68,14 @@ class SentenceRankingTask(Task):
         if (root / f"input{args.num_classes + 1}").is_dir():
             raise UserError(f"--num-classes {args.num_classes} but {root} also has input{args.num_classes + 1}: "
                             f"set --num-classes to the number of options in the data")
-        dictionary = Dictionary.load(root / "input0" / "dict.txt")
-        dictionary.add_symbol("<mask>")
+        dictionary, token_ids = load_dictionary_with_mask(root / "input0" / "dict.txt")
         logger.info("dictionary: %d types", len(dictionary))
-        return cls(args, root, dictionary)
+        return cls(args, root, dictionary, token_ids)
 
-    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary) -> None:
+    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary, token_ids: TokenIdRange) -> None:
         self.root = root
         self.dictionary = dictionary
+        self.token_ids = token_ids
         self.num_classes = args.num_classes
         self.init_token = args.init_token
         self.separator_token = args.separator_token
@@ -86,7 +90,8 @@ class SentenceRankingTask(Task):
         self.sort_by_length = args.sort_by_length
 
     def load_dataset(self, split: str, epoch: int = 1) -> MultipleChoiceDataset:
-        inputs = [load_split(self.root, f"input{index}", split) for index in range(self.num_classes + 1)]
+        inputs = [load_split(self.root, f"input{index}", split, self.token_ids)
+                  for index in range(self.num_classes + 1)]
         for index, data in enumerate(inputs[1:], start=1):
             if len(data) != len(inputs[0]):
                 raise UserError(f"split '{split}': input{index} has {len(data)} examples but input0 has "
@@ -107,16 +112,15 @@ class SentenceRankingTask(Task):
             logger.info("%s not found: split '%s' is scored without labels", path, split)
             return None
         labels = []
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                try:
-                    label = int(line)
-                except ValueError:
-                    raise UserError(f"{path}:{number}: expected an option index, got {line.strip()!r}") from None
-                if not 0 <= label < self.num_classes:
-                    raise UserError(f"{path}:{number}: label {label} is outside 0..{self.num_classes - 1} "
-                                    f"(--num-classes {self.num_classes})")
-                labels.append(label)
+        for number, line in enumerate(read_text_lines(path), start=1):
+            try:
+                label = int(line)
+            except ValueError:
+                raise UserError(f"{path}:{number}: expected an option index, got {line.strip()!r}") from None
+            if not 0 <= label < self.num_classes:
+                raise UserError(f"{path}:{number}: label {label} is outside 0..{self.num_classes - 1} "
+                                f"(--num-classes {self.num_classes})")
+            labels.append(label)
         if len(labels) != expected:
             raise UserError(f"{path} has {len(labels)} labels but the split has {expected} examples")
         return np.asarray(labels, dtype=np.int64)

@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from roberta.data.dictionary import Dictionary
-from roberta.data.indexed_dataset import dataset_exists, load_indexed_dataset
+from roberta.data.indexed_dataset import TokenIdRange, dataset_exists, load_indexed_dataset
 from roberta.data.span_windows import SpanWindowDataset
 from roberta.errors import UserError
+from roberta.flag_types import finite_float, positive_int
 from roberta.fileio import atomic_write
 from roberta.models import RobertaModel, build_model_config
 from roberta.registry import TASKS
 from roberta.squad_metrics import squad2_metrics
 from roberta.squad_postprocess import Windows, postprocess
-from roberta.task import Task, data_directory
+from roberta.task import Task, data_directory, load_dictionary_with_mask, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +37,14 @@ class Squad2Task(Task):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--n-best-size", type=int, default=20,
+        parser.add_argument("--n-best-size", type=positive_int("--n-best-size"), default=20,
                             help="start and end positions kept per window, and answers kept per question")
-        parser.add_argument("--max-answer-length", type=int, default=30, help="longest answer, in tokens")
-        parser.add_argument("--null-score-diff-threshold", type=float, default=0.0,
+        parser.add_argument("--max-answer-length", type=positive_int("--max-answer-length"), default=30,
+                            help="longest answer, in tokens")
+        parser.add_argument("--null-score-diff-threshold", default=0.0,
+                            type=finite_float("--null-score-diff-threshold"),
                             help="answer \"\" when the no-answer logit exceeds this (pick it from "
-                                 "best_f1_thresh on dev)")
+                                 "best_f1_null_score_diff_threshold on dev)")
 
     @classmethod
     def setup_task(cls, args: argparse.Namespace) -> "Squad2Task":
@@ -51,13 +54,13 @@ class Squad2Task(Task):
             if getattr(args, flag) < 1:
                 raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
         root = data_directory(args.data)
-        dictionary = Dictionary.load(root / "dict.txt")
-        dictionary.add_symbol("<mask>")
-        return cls(args, root, dictionary)
+        dictionary, token_ids = load_dictionary_with_mask(root / "dict.txt")
+        return cls(args, root, dictionary, token_ids)
 
-    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary) -> None:
+    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary, token_ids: TokenIdRange) -> None:
         self.root = root
         self.dictionary = dictionary
+        self.token_ids = token_ids
         self.seed = args.seed
         self.n_best_size = args.n_best_size
         self.max_answer_length = args.max_answer_length
@@ -70,7 +73,7 @@ class Squad2Task(Task):
         if not dataset_exists(str(prefix)):
             raise UserError(f"split '{split}' not found: expected {prefix}.bin and {prefix}.idx "
                             f"(written by scripts/preprocess_squad.sh)")
-        tokens = load_indexed_dataset(str(prefix), combine=False)
+        tokens = load_indexed_dataset(str(prefix), combine=False, token_ids=self.token_ids)
         table = self._window_table(split)
         if len(table) != len(tokens):
             raise UserError(f"{prefix}.windows.tsv has {len(table)} rows but {prefix}.bin has {len(tokens)} "
@@ -125,5 +128,11 @@ class Squad2Task(Task):
 def _read_jsonl(path: Path) -> list:
     if not path.is_file():
         raise UserError(f"{path} not found; rerun scripts/preprocess_squad.sh")
-    with open(path, encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines]
+    records = []
+    for number, line in enumerate(read_text_lines(path), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{number}: not a JSON line ({error.msg}); "
+                            f"rerun scripts/preprocess_squad.sh") from None
+    return records

@@ -16,6 +16,11 @@ sys.path.insert(0, str(REPO_ROOT))
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "reliability: crash, signal, corrupt-input and resource guarantees "
                                        "(docs/reliability.md); select with -m reliability")
+    config.addinivalue_line("markers", "slow: learning runs, multi-process and kill tests (about 12 minutes on "
+                                       "2 cores); left out unless -m selects them: -m slow, or -m 'slow or not slow' for all")
+    # The default run stays under 10 minutes on 2 cores; .ci/run runs the slow tests after it.
+    if not config.option.markexpr:
+        config.option.markexpr = "not slow"
 
 
 @pytest.fixture(autouse=True)

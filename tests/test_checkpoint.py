@@ -16,6 +16,7 @@ from roberta.checkpoint import (CheckpointManager, Resets, add_checkpoint_args, 
                                 build_checkpoint_state, load_checkpoint, plain_config, resolve_restore_file,
                                 validate_checkpoint_args)
 from roberta.errors import UserError
+from roberta.fileio import temporary_path
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -110,7 +111,7 @@ def test_names_over_a_simulated_run(tmp_path):
     ]
     assert tag_of(tmp_path / "checkpoint_last.pt") == 16 and tag_of(tmp_path / "checkpoint_best.pt") == 16
     assert tag_of(tmp_path / "checkpoint_2_6.pt") == 6 and tag_of(tmp_path / "checkpoint2.pt") == 8
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_flags_that_turn_names_off_and_the_suffix(tmp_path):
@@ -211,14 +212,14 @@ def test_keep_best_checkpoints(tmp_path, maximize, scores, kept):
 
 
 def test_hard_linked_names_stay_independent(tmp_path):
-    (tmp_path / "checkpoint_last.pt.tmp").write_bytes(b"junk")  # left by a save that was killed
+    temporary_path(tmp_path / "checkpoint_last.pt").write_bytes(b"junk")  # left by a killed process with our pid
     manager = first_save(tmp_path)
     # one serialized file under several names (hard links), not full copies
     assert (tmp_path / "checkpoint_last.pt").stat().st_ino == (tmp_path / "checkpoint1.pt").stat().st_ino
     manager.save(make_state(2), epoch=2, num_updates=2, end_of_epoch=True, val_metric=3.0)
     assert tag_of(tmp_path / "checkpoint1.pt") == 1 and tag_of(tmp_path / "checkpoint_best.pt") == 1
     assert tag_of(tmp_path / "checkpoint2.pt") == 2 and tag_of(tmp_path / "checkpoint_last.pt") == 2
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_copies_when_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
@@ -227,7 +228,7 @@ def test_copies_when_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "link", no_links)
     manager = CheckpointManager(tmp_path)
     paths = manager.save(make_state(7), epoch=1, num_updates=1, end_of_epoch=True, val_metric=1.0)
-    assert [tag_of(path) for path in paths] == [7, 7, 7] and not list(tmp_path.glob("*.tmp"))
+    assert [tag_of(path) for path in paths] == [7, 7, 7] and not list(tmp_path.glob("*.tmp*"))
 
 
 def first_save(tmp_path: Path) -> CheckpointManager:
@@ -271,7 +272,7 @@ def test_crash_between_renames_leaves_every_name_whole(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="power cut"):
         manager.save(make_state(2), epoch=2, num_updates=2, end_of_epoch=True, val_metric=0.5)
     monkeypatch.undo()
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
     assert tag_of(tmp_path / "checkpoint2.pt") == 2
     assert tag_of(tmp_path / "checkpoint_best.pt") == 1 and tag_of(tmp_path / "checkpoint_last.pt") == 1
 
@@ -281,7 +282,7 @@ def test_a_bug_while_saving_keeps_its_traceback(tmp_path):
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         manager.save({"model": {}, "bad": lambda: None}, epoch=1, num_updates=1, end_of_epoch=True,
                      val_metric=None)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_check_writable_creates_the_directory_and_refuses_a_path_under_a_file(tmp_path):

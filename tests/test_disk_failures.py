@@ -7,17 +7,16 @@ which binds even root). Where mount namespaces are not available the tests skip.
 """
 from __future__ import annotations
 
-import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from mount_namespace import require_mount_namespace, run_in_namespace
 
 from roberta.checkpoint import load_checkpoint, num_updates
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 SAVE_EVERY = 8
@@ -25,9 +24,7 @@ SAVE_EVERY = 8
 
 @pytest.fixture(scope="module")
 def mount_namespace() -> None:
-    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
-    if shutil.which("unshare") is None or probe.returncode != 0:
-        pytest.skip("needs `unshare --mount` (root or user namespaces) to mount a tiny or read-only --save-dir")
+    require_mount_namespace()
 
 
 def train_command(data: Path, save_dir: Path) -> list[str]:
@@ -35,16 +32,6 @@ def train_command(data: Path, save_dir: Path) -> list[str]:
             "--tokens-per-sample", "128", "--sample-break-mode", "complete", "--max-update", str(3 * SAVE_EVERY),
             "--save-interval-updates", str(SAVE_EVERY), "--disable-validation", "--num-workers", "0", "--cpu",
             "--no-progress-bar", "--save-dir", str(save_dir)]
-
-
-def run_in_namespace(setup: str, command: list[str], save_dir: Path, copy_to: Path) -> subprocess.CompletedProcess:
-    """Run `setup` (mounts over save_dir) and `command` in a private mount namespace, then copy what
-    save_dir holds to `copy_to`, since the mounts vanish with the namespace."""
-    script = (f"set -e; {setup}; set +e; {shlex.join(command)}; status=$?; "
-              f"cp -a {shlex.quote(str(save_dir))}/. {shlex.quote(str(copy_to))}/; exit $status")
-    copy_to.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:

@@ -17,6 +17,8 @@ import torch
 from roberta.faults import ENVIRONMENT_VARIABLE as FAULTS
 from test_train_mlm import json_events
 
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 240
 UPDATES = 16
 

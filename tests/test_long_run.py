@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.reliability,
+pytestmark = [pytest.mark.reliability, pytest.mark.slow,
               pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
                                  reason="reads /proc, with child lists (Linux, CONFIG_PROC_CHILDREN)")]
 

@@ -109,6 +109,7 @@ def test_missing_split_folder_is_named(tmp_path: Path) -> None:
     assert_one_line_error(result, "preprocess_cloze.py", str(cloze / "test"), "not found")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("roberta-bpe") is None, reason="console scripts not installed")
 def test_shell_script_builds_the_data_bin(tmp_path: Path, gpt2_bpe_dir: Path) -> None:
     cloze = write_cloze(tmp_path)

@@ -319,6 +319,7 @@ def decoded_labels(folder: Path, split: str) -> list[str]:
     return [dictionary[int(item[0])] for item in dataset]
 
 
+@pytest.mark.slow
 @needs_console_scripts
 def test_mnli_bin_layout_and_labels(all_tasks_bin: Path, gpt2_bpe_dir: Path) -> None:
     mnli = all_tasks_bin / "MNLI-bin"
@@ -343,6 +344,7 @@ def test_mnli_bin_layout_and_labels(all_tasks_bin: Path, gpt2_bpe_dir: Path) -> 
                 template.format(text, i) for i in range(rows)]
 
 
+@pytest.mark.slow
 @needs_console_scripts
 def test_stsb_bin_keeps_scaled_scores_as_text(all_tasks_bin: Path, glue_dir: Path) -> None:
     stsb = all_tasks_bin / "STS-B-bin"

@@ -121,6 +121,7 @@ def test_blanks_take_the_option_and_other_questions_are_joined_with_a_space(extr
     assert "  " not in context and context == line_of(extracted, "train", "train/middle/2.txt\t4", "input0")
 
 
+@pytest.mark.slow
 def test_data_bin_layout(race_data_bin: Path) -> None:
     names = ["train", "valid", "test", "test1"]
     assert sorted(path.name for path in race_data_bin.iterdir()) == [
@@ -132,6 +133,7 @@ def test_data_bin_layout(race_data_bin: Path) -> None:
         f"{name}.{ext}" for name in names for ext in ("label", "ids"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", list(SPLITS))
 def test_binarized_lines_decode_to_the_extracted_text(race_data_bin: Path, extracted: Path,
                                                       gpt2_bpe_dir: Path, split: str) -> None:

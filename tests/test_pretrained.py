@@ -315,10 +315,10 @@ def test_unsupported_hf_folders_are_refused_naming_the_file(tmp_path: Path, ours
     save_hf_folder(tmp_path, ours.state_dict(), ours.config)
     config = (tmp_path / "config.json").read_text()
     (tmp_path / "config.json").write_text(config.replace('"type_vocab_size": 1', '"type_vocab_size": 2'))
-    with pytest.raises(UserError, match=r"config\.json: .*type_vocab_size 2"):
+    with pytest.raises(UserError, match=r"config\.json: type_vocab_size is 2; expected the integer 1"):
         load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(config.replace('"hidden_act": "gelu"', '"hidden_act": "relu"'))
-    with pytest.raises(UserError, match="hidden_act 'relu'"):
+    with pytest.raises(UserError, match="hidden_act is \"relu\"; expected 'gelu'"):
         load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(config)
     (tmp_path / "model.safetensors").write_bytes(b"garbage")

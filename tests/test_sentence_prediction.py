@@ -117,6 +117,7 @@ def trained_pairs(pair_bin: Path, tmp_path_factory) -> tuple[Path, str]:
     return save_dir, log
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_a_sentence_pair_task(trained_pairs) -> None:
     events = valid_events(trained_pairs[1])
     final = events[-1]
@@ -126,6 +127,7 @@ def test_tiny_model_learns_a_sentence_pair_task(trained_pairs) -> None:
     assert int(final["valid_num_examples"]) == 200
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_a_regression_target(score_bin: Path, tmp_path: Path) -> None:
     log = run_train(glue_args(score_bin, tmp_path, "--num-classes", "1", "--regression-target",
                               "--best-checkpoint-metric", "loss"))
@@ -134,6 +136,7 @@ def test_tiny_model_learns_a_regression_target(score_bin: Path, tmp_path: Path) 
     assert int(final["valid_num_examples"]) == 200
 
 
+@pytest.mark.slow
 def test_predictions_are_label_strings_in_dataset_order(pair_bin: Path, trained_pairs, tmp_path: Path) -> None:
     out = tmp_path / "preds.tsv"
     result = subprocess.run([sys.executable, "-m", "roberta.cli.validate", str(pair_bin), "--path",

@@ -97,6 +97,7 @@ def trained(race_bin: Path, tmp_path_factory) -> tuple[Path, list[dict], str]:
     return save_dir, valid_events(result.stderr), result.stderr
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_read_the_article(trained) -> None:
     _, events, log = trained
     # Chance is 25%: the wrong options never occur in the article, the right one always does.
@@ -105,6 +106,7 @@ def test_tiny_model_learns_to_read_the_article(trained) -> None:
     assert "chance level" not in log.split("| valid |")[-1]
 
 
+@pytest.mark.slow
 def test_save_predictions_writes_dataset_order_and_matches_the_accuracy(race_bin: Path, trained, tmp_path, capfd) -> None:
     save_dir, _, _ = trained
     preds = tmp_path / "preds.tsv"
@@ -122,6 +124,7 @@ def test_save_predictions_writes_dataset_order_and_matches_the_accuracy(race_bin
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_predictions_without_labels_and_one_file_per_subset(race_bin: Path, trained, tmp_path) -> None:
     save_dir, _, _ = trained
     unlabeled = tmp_path / "data-bin"
@@ -291,6 +294,7 @@ def test_predictions_of_all_ranks_reach_one_writer_in_dataset_order(tmp_path) ->
     assert [record["id"] for record in json.loads((tmp_path / "rank0.json").read_text())] == list(range(10))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ddp_flags", [("--ddp-backend", "no_c10d"), ("--ddp-backend", "c10d", "--find-unused-parameters")])
 def test_fine_tuning_on_two_processes_equals_one_process_accumulating_two(race_bin: Path, tmp_path, ddp_flags) -> None:
     # The masked-LM head gets no gradient while fine-tuning: torch DDP must be told, ours need not.
@@ -309,6 +313,7 @@ def test_fine_tuning_on_two_processes_equals_one_process_accumulating_two(race_b
     assert max((single[key] - ddp[key]).abs().max().item() for key in single) <= 1e-6
 
 
+@pytest.mark.slow
 def test_unused_head_under_torch_ddp_asks_for_find_unused_parameters(race_bin: Path, tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "roberta.cli.train", *ranking_args(
         race_bin, tmp_path, "--max-update", "4", "--batch-size", "4", "--disable-validation", "--ddp-backend", "c10d",

@@ -68,6 +68,7 @@ def trained(squad_bin, tmp_path_factory) -> tuple[Path, list[dict]]:
     return save_dir, events(result.stderr, "valid")
 
 
+@pytest.mark.slow
 def test_tiny_model_finds_answers_and_abstains(trained) -> None:
     _, valid = trained
     best = max(float(event["valid_f1"]) for event in valid)
@@ -76,6 +77,7 @@ def test_tiny_model_finds_answers_and_abstains(trained) -> None:
     assert int(valid[-1]["valid_total"]) == 400
 
 
+@pytest.mark.slow
 def test_save_predictions_writes_the_official_files(squad_bin, trained, tmp_path, capfd) -> None:
     data, dev_json = squad_bin
     save_dir, _ = trained
@@ -89,7 +91,8 @@ def test_save_predictions_writes_the_official_files(squad_bin, trained, tmp_path
     null_odds = json.loads((out / "null_odds.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact",
-                             "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+                             "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh",
+                             "best_exact_null_score_diff_threshold", "best_f1_null_score_diff_threshold"]
     gold = gold_answers(json.loads(dev_json.read_text()))
     assert set(predictions) == set(gold) == set(null_odds)
     assert squad2_metrics(gold, predictions, na_probs=null_odds) == pytest.approx(metrics)

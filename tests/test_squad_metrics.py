@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "squad2_eval.py"
 KEYS = ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
         "NoAns_exact", "NoAns_f1", "NoAns_total"]
-BEST_KEYS = ["best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+BEST_KEYS = ["best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh",
+             "best_exact_null_score_diff_threshold", "best_f1_null_score_diff_threshold"]
 
 TOY_GOLD = {"q1": ["Rollo"], "q2": ["10th century", "the first half of the 10th century"],
             "q3": [], "q4": []}

@@ -289,6 +289,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = TIMEOUT) -> 
 
 # Real tiny training runs --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_and_tabulates_every_run(demo_data_bin: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.json", {
         "common": TINY_TRAINING, "tasks": {"DEMO": {"data": str(demo_data_bin)}},
@@ -341,6 +342,7 @@ def wait_for_group_gone(pgid: int, timeout: float = 30) -> None:
     raise AssertionError(f"process group {pgid} still alive")
 
 
+@pytest.mark.slow
 def test_failed_run_is_reported_while_the_others_finish(demo_data_bin: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.json", {
         "common": TINY_TRAINING + ["--lr", "1e-3"],

@@ -48,6 +48,7 @@ def learning_run(data: Path, save_dir: Path, updates: int) -> list[str]:
                     "none", "--tokens-per-sample", "64", "--no-epoch-checkpoints", "--validate-interval", "100")
 
 
+@pytest.mark.slow
 def test_learns_real_text_far_below_unigram(austen_data_bin: Path, tmp_path: Path, capfd) -> None:
     """A broken model (no usable context, wrong targets) stays at or above the unigram line."""
     train.main(learning_run(austen_data_bin, tmp_path, 300))
@@ -56,6 +57,7 @@ def test_learns_real_text_far_below_unigram(austen_data_bin: Path, tmp_path: Pat
     assert float(final["valid_ppl"]) < 0.75 * baseline_ppl, (final, baseline_ppl)
 
 
+@pytest.mark.slow
 def test_learns_generated_grammar(demo_data_bin: Path, tmp_path: Path, capfd) -> None:
     train.main(learning_run(demo_data_bin, tmp_path, 300))
     final = json_events(capfd.readouterr().err, "valid")[-1]

@@ -8,13 +8,12 @@ outputs stay aligned with each other.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import sys
 import tempfile
 from collections import Counter
-from contextlib import ExitStack
-from multiprocessing import Pool
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
@@ -24,7 +23,8 @@ from roberta.cli.common import run_cli
 from roberta.data.bpe import (BPE, build_bpe, build_dictionary, train_byte_level_bpe,
                               train_sentencepiece, vocabulary_symbols)
 from roberta.errors import UserError
-from roberta.fileio import atomic_write
+from roberta.fileio import temporary_path
+from roberta.process_lifetime import worker_pool
 
 SENTENCEPIECE_MODEL = "sentencepiece.bpe.model"
 EMPTY = "num_filtered_EMPTY"
@@ -96,8 +96,14 @@ def run_encode(args: argparse.Namespace, decode: bool) -> None:
         raise UserError(f"--inputs: file(s) not found: {', '.join(missing)}")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    stats = encode_files(spec, args.inputs, args.outputs, keep_empty=args.keep_empty,
-                         workers=min(args.workers, os.cpu_count() or 1), decode=decode)
+    try:
+        stats = encode_files(spec, args.inputs, args.outputs, keep_empty=args.keep_empty,
+                             workers=min(args.workers, os.cpu_count() or 1), decode=decode)
+    except OSError as error:
+        if error.filename is not None and os.fspath(error.filename) in args.inputs:
+            raise UserError(f"could not read {error.filename}: {error.strerror}") from None
+        raise UserError(f"could not write --outputs {' '.join(args.outputs)}: {error.strerror or error}; "
+                        f"none of them was replaced") from None
     for key, value in stats.most_common():
         print(f"[{key}] filtered {value} lines", file=sys.stderr)
 
@@ -120,16 +126,15 @@ def encode_files(spec: BpeSpec, inputs: Sequence[str], outputs: Sequence[str], k
     # Loading here, in the main process, reports a bad model file as one clear error (a pool
     # whose initializer fails would restart its workers forever) and serves workers=1.
     _init_worker(spec)
-    with ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         sources = [sys.stdin if path == "-" else
                    stack.enter_context(open(path, encoding="utf-8")) for path in inputs]
-        sinks = [sys.stdout if path == "-" else
-                 stack.enter_context(atomic_write(path, "w", encoding="utf-8")) for path in outputs]
+        files = iter(stack.enter_context(_replaced_together([path for path in outputs if path != "-"])))
+        sinks = [sys.stdout if path == "-" else next(files) for path in outputs]
         aligned = _AlignedLines(inputs, sources)
         task = (_decode_lines if decode else _encode_lines, keep_empty)
         if workers > 1:
-            pool = stack.enter_context(Pool(workers, initializer=_init_worker,
-                                                   initargs=(spec,)))
+            pool = stack.enter_context(worker_pool(workers, _init_worker, (spec,)))
             results = pool.imap(_run_task, zip(itertools.repeat(task), aligned), chunksize=100)
         else:
             results = map(_run_task, zip(itertools.repeat(task), aligned))
@@ -142,6 +147,34 @@ def encode_files(spec: BpeSpec, inputs: Sequence[str], outputs: Sequence[str], k
                 print(line, file=sink)
         aligned.raise_if_failed()
     return stats
+
+
+@contextlib.contextmanager
+def _replaced_together(paths: Sequence[str]) -> Iterator[list[IO[str]]]:
+    """Text files written under temporary names and renamed over `paths` only once every one is
+    complete and synced: aligned outputs are never left half old, half new. On failure the
+    temporaries are removed."""
+    temporaries = [temporary_path(path) for path in paths]
+    handles: list[IO[str]] = []
+    try:
+        for temporary in temporaries:
+            handles.append(open(temporary, "w", encoding="utf-8"))
+        yield handles
+        for handle in handles:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
+    except BaseException:
+        for handle in handles:
+            # Closing flushes what is still buffered, which fails again on a full disk.
+            with contextlib.suppress(Exception):
+                handle.close()
+        for temporary in temporaries:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        raise
 
 
 class _AlignedLines:

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -13,6 +14,15 @@ from roberta.errors import UserError
 from roberta.stop_signals import StoppedBySignal
 
 logger = logging.getLogger(__name__)
+
+
+class UserCodeError(UserError):
+    """The code of --user-dir raised: the one line names the flag; the user's own traceback, which
+    says what in their code failed, follows it."""
+
+    def __init__(self, message: str, user_traceback: str) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
 
 
 def run_cli(main: Callable[[Sequence[str] | None], None], prog: str,
@@ -30,6 +40,9 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         yield
     except StoppedBySignal as stop:
         sys.exit(stop.exit_code)
+    except UserCodeError as error:
+        print(f"{prog}: error: {error}", error.user_traceback, sep="\n", end="", file=sys.stderr, flush=True)
+        sys.exit(1)
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -63,5 +76,21 @@ def _import_user_dir(path: Path) -> None:
                                                   submodule_search_locations=[str(path)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        # A half-imported package must not count as loaded by a later call in this process.
+        del sys.modules[module_name]
+        raise UserCodeError(f"--user-dir {path}: importing it raised {type(error).__name__}; the traceback "
+                            f"from its code follows", _user_traceback(error, path)) from error
     logger.info("loaded user modules from %s", path)
+
+
+def _user_traceback(error: Exception, path: Path) -> str:
+    """The traceback of `error` from the first frame in the user's files on (none for a SyntaxError,
+    whose own lines show the file and the line): the frames of importlib before it say nothing."""
+    user_files = path.resolve()
+    tb = error.__traceback__
+    while tb is not None and not Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(user_files):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))

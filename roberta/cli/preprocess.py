@@ -5,20 +5,20 @@ Writes `dict.txt`, `preprocess.log` and `<split>.bin`/`.idx` into `--destdir`, w
 comma-separated `--validpref a,b` gives the splits `valid` and `valid1` (likewise `--testpref`).
 The outputs are written into a staging folder inside `--destdir` and moved into place at the end,
 so a run killed at any moment leaves each split complete or absent, never beside a `dict.txt` it
-was not binarized with; the next run removes the staging folder a killed one left.
+was not binarized with; the next run removes the staging folder a killed one left. A write that
+fails (a full disk) removes the staging folder and leaves `--destdir` as it was; worker processes
+die with the run, even a SIGKILLed one.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,8 +27,10 @@ import numpy as np
 from roberta.cli.common import run_cli
 from roberta.data.dictionary import Dictionary, build_dictionary, find_line_offsets, iter_lines
 from roberta.data.indexed_dataset import MMapIndexedDatasetBuilder, best_fitting_dtype
+from roberta.dir_lock import exclusive_directory
 from roberta.errors import UserError
-from roberta.logging import DATE_FORMAT, LINE_FORMAT, setup_logging
+from roberta.logging import DATE_FORMAT, LINE_FORMAT, open_log_file, setup_logging
+from roberta.process_lifetime import worker_pool
 
 logger = logging.getLogger("roberta.preprocess")
 
@@ -82,10 +84,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     splits = _check_args(args)
     destdir = Path(args.destdir)
-    destdir.mkdir(parents=True, exist_ok=True)
+    try:
+        destdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--destdir {destdir}: cannot create it ({error.strerror}); choose "
+                        f"another --destdir") from None
     with _sole_run_in(destdir):
-        log_file = logging.FileHandler(destdir / "preprocess.log", encoding="utf-8")
-        log_file.setFormatter(logging.Formatter(LINE_FORMAT, DATE_FORMAT))
+        log_file = _open_preprocess_log(destdir)
         logger.addHandler(log_file)
         logger.setLevel(logging.INFO)
         try:
@@ -103,41 +108,81 @@ def main(argv: Sequence[str] | None = None) -> None:
             log_file.close()
 
 
-@contextlib.contextmanager
-def _sole_run_in(destdir: Path) -> Iterator[None]:
-    """Hold a lock on `destdir` for the run: two runs would interleave their outputs, and while it
-    is held every staging folder in `destdir` is one that a killed run left behind."""
-    fd = os.open(destdir, os.O_RDONLY)
+def _open_preprocess_log(destdir: Path) -> logging.Handler:
+    """fairseq's `preprocess.log` in `destdir`, appended to; opening it also finds a full or
+    read-only `destdir` before any work."""
+    path = destdir / "preprocess.log"
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"--destdir {destdir}: another roberta-preprocess (or a worker process "
-                            f"it started) is still writing there; wait for it to finish or stop "
-                            f"it, or choose another --destdir") from None
-        yield
-    finally:
-        os.close(fd)
+        handler = open_log_file(path, str(path))
+    except OSError as error:
+        raise UserError(f"--destdir {destdir}: cannot write there ({error.strerror}); free some "
+                        f"space or choose another --destdir") from None
+    handler.setFormatter(logging.Formatter(LINE_FORMAT, DATE_FORMAT))
+    return handler
+
+
+LOCK_FILE = ".preprocess.lock"
+
+
+def _sole_run_in(destdir: Path) -> contextlib.AbstractContextManager[int]:
+    """Hold a lock on `destdir` for the run: two runs would interleave their outputs, and while it
+    is held every staging folder in `destdir` is one that a killed run left behind. The worker
+    processes hold it too, so it stays held until a killed run's last worker is gone."""
+    return exclusive_directory(
+        destdir, LOCK_FILE, kept_by_children=True,
+        in_use=lambda holder: f"--destdir {destdir}: another roberta-preprocess (or a worker process it "
+                              f"started) is still writing there ({holder}); wait for it to finish or stop it, "
+                              f"or choose another --destdir")
 
 
 def _write_outputs(destdir: Path, dictionary: Dictionary, splits: list[tuple[str, str]],
                    workers: int, *, keep_old_dictionary: bool) -> None:
     """Write dict.txt and every split into a fresh staging folder, then publish them."""
-    for stale in destdir.glob(f"{STAGING_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(dir=destdir, prefix=STAGING_PREFIX))
+    staging = _new_staging_folder(destdir)
     try:
-        dictionary.save(staging / "dict.txt")
+        with _failed_write_reported(destdir / "dict.txt"):
+            dictionary.save(staging / "dict.txt")
         logger.info("Dictionary: %d types", len(dictionary))
         for split, path in splits:
-            stats = binarize_file(path, staging / split, dictionary, workers)
+            with _failed_write_reported(destdir / f"{split}.bin", source=path):
+                stats = binarize_file(path, staging / split, dictionary, workers)
             percent = 100 * sum(stats.replaced.values()) / max(stats.tokens, 1)
             logger.info(f"{path}: {stats.sentences} sents, {stats.tokens} tokens, "
                         f"{percent:.3}% replaced (by {dictionary.unk_word})")
-        _publish(staging, destdir, [split for split, _ in splits],
-                 keep_old_dictionary=keep_old_dictionary)
+        try:
+            _publish(staging, destdir, [split for split, _ in splits],
+                     keep_old_dictionary=keep_old_dictionary)
+        except OSError as error:
+            raise UserError(f"could not publish {error.filename2 or error.filename}: "
+                            f"{error.strerror}; each split in {destdir} is complete or absent "
+                            f"(no .idx), rerun to finish") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _new_staging_folder(destdir: Path) -> Path:
+    """A fresh staging folder in `destdir`, after removing those killed runs left."""
+    for stale in destdir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        return Path(tempfile.mkdtemp(dir=destdir, prefix=STAGING_PREFIX))
+    except OSError as error:
+        raise UserError(f"--destdir {destdir}: cannot create a staging folder there "
+                        f"({error.strerror}); free some space or choose another --destdir") from None
+
+
+@contextlib.contextmanager
+def _failed_write_reported(output: Path, source: str | None = None) -> Iterator[None]:
+    """An OSError while staging `output` becomes one line; nothing is published yet, so
+    `--destdir` holds what it held (a failure to read `source`, the input, is named as such)."""
+    try:
+        yield
+    except OSError as error:
+        if source is not None and error.filename is not None and \
+                os.fspath(error.filename) == os.fspath(source):
+            raise UserError(f"could not read {source}: {error.strerror}") from None
+        raise UserError(f"could not write {output}: {error.strerror or error}; nothing was "
+                        f"published, the previous output in {output.parent} is intact") from None
 
 
 def _publish(staging: Path, destdir: Path, split_names: list[str], *,
@@ -223,7 +268,7 @@ def binarize_file(path: str, out_prefix: Path, dictionary: Dictionary, workers: 
     try:
         jobs = [(dictionary, path, start, end, os.path.join(scratch, f"part{number}"), dtype)
                 for number, (start, end) in enumerate(zip(offsets, offsets[1:]))]
-        with Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             results = pool.starmap(binarize_range, jobs)
         stats = BinarizeStats()
         with MMapIndexedDatasetBuilder(f"{out_prefix}.bin", dtype) as builder:

@@ -27,12 +27,21 @@ _SIZE_FLAGS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "
                "max_positions")
 
 
-def build_and_restore(args: argparse.Namespace, context: DistributedContext = SINGLE_PROCESS):
-    """Task, trainer, checkpoint manager and the extra state to resume. The starting checkpoint is
-    read once, before the model is built, and let go once restored (it can be gigabytes)."""
+def checkpoint_manager(args: argparse.Namespace, context: DistributedContext = SINGLE_PROCESS
+                       ) -> checkpoint.CheckpointManager:
+    """The run's checkpoint policy; only rank 0 writes files."""
+    manager = checkpoint.CheckpointManager.from_args(args)
+    manager.writes_files = context.is_master
+    return manager
+
+
+def build_and_restore(args: argparse.Namespace, manager: checkpoint.CheckpointManager,
+                      context: DistributedContext = SINGLE_PROCESS):
+    """Task, trainer and the extra state to resume. The starting checkpoint is read once, before
+    the model is built, and let go once restored (it can be gigabytes)."""
     start = starting_point(args)
-    task, trainer, manager = build_components(args, context, start)
-    return task, trainer, manager, restore(args, trainer, manager, start)
+    task, trainer = build_components(args, manager, context, start)
+    return task, trainer, restore(args, trainer, manager, start)
 
 
 def pick_device(cpu: bool) -> torch.device:
@@ -76,13 +85,10 @@ def adopt_model_sizes(args: argparse.Namespace, pretrained: Pretrained | None) -
                     ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in taken.items()))
 
 
-def build_components(args: argparse.Namespace, context: DistributedContext = SINGLE_PROCESS,
-                     start: StartingPoint = StartingPoint()):
-    """Task, trainer and checkpoint manager for a training run (this rank's part of it)."""
+def build_components(args: argparse.Namespace, manager: checkpoint.CheckpointManager,
+                     context: DistributedContext = SINGLE_PROCESS, start: StartingPoint = StartingPoint()):
+    """Task and trainer for a training run (this rank's part of it)."""
     adopt_model_sizes(args, start.pretrained)
-    manager = checkpoint.CheckpointManager.from_args(args)
-    manager.writes_files = context.is_master
-    manager.check_writable()
     device = pick_device(args.cpu)
     precision = resolve_precision(args, device)
     task = TASKS.get(args.task).setup_task(args)
@@ -102,7 +108,7 @@ def build_components(args: argparse.Namespace, context: DistributedContext = SIN
     if context.is_distributed:
         logger.info("training on %d processes (%s, --ddp-backend %s)", context.world_size,
                     "NCCL" if device.type == "cuda" else "gloo", args.ddp_backend)
-    return task, trainer, manager
+    return task, trainer
 
 
 def trainable_param_groups(args: argparse.Namespace, model: torch.nn.Module) -> list[torch.Tensor] | list[dict]:

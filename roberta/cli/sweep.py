@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import itertools
 import json
 import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,11 +37,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from roberta.cli.common import run_cli
+from roberta.dir_lock import exclusive_directory
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
+from roberta.flag_types import MAX_SEED
 from roberta.logging import setup_logging
 from roberta.sweep_results import NoScore, RunScore, TaskMetric, render_tables, result_record, run_scores
 
@@ -54,11 +56,14 @@ POLL_SECONDS = 0.2
 _SPEC_KEYS = ("command", "common", "tasks", "grid", "seeds", "metric", "maximize")
 _TASK_KEYS = ("data", "args", "metric", "maximize")
 _LOWER_IS_BETTER = frozenset({"loss", "nll_loss", "ppl"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_FLAG = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_-]*$")
-_METRIC = re.compile(r"^[A-Za-z0-9_]+$")
+# Matched with fullmatch: `$` would also let a name end in a newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_FLAG = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*")
+_METRIC = re.compile(r"[A-Za-z0-9_]+")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]+")
 _MAX_SETTING_NAME = 200
+_SHOWN_CHARS = 80  # of a bad value, in an error message
+_UNPASSABLE = re.compile("[\0\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +94,18 @@ class SweepSpec:
 
 def load_spec(path: Path) -> SweepSpec:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_bytes().decode("utf-8-sig"))
     except OSError as error:
         raise UserError(f"{path}: cannot read the sweep spec ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                        f"save the spec as UTF-8") from error
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from error
+    except (ValueError, RecursionError) as error:
+        # Python's own limits: an integer of thousands of digits, lists nested thousands deep.
+        raise UserError(f"{path}: not a sweep spec JSON can hold ({type(error).__name__}: "
+                        f"{_shown(str(error))}); see roberta-sweep --help for the format") from error
     return parse_spec(raw, where=str(path))
 
 
@@ -106,11 +118,16 @@ def parse_spec(raw: Any, *, where: str) -> SweepSpec:
     command = _strings(raw.get("command", list(DEFAULT_COMMAND)), f'{where}: "command"')
     if not command or not command[0]:
         raise UserError(f'{where}: "command" is empty; give the training command, e.g. ["roberta-train"]')
+    if shutil.which(command[0]) is None:
+        raise UserError(f'{where}: "command" starts with {_shown(command[0])}, which is not an executable program '
+                        f'(on PATH, or a path); install it or fix the name, e.g. ["roberta-train"]')
     common = _strings(raw.get("common", []), f'{where}: "common"')
     settings = _settings(raw.get("grid", {}), where)
     seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(type(seed) is int for seed in seeds):
-        raise UserError(f'{where}: "seeds" must be a non-empty list of integers, e.g. [1, 2, 3]; got {seeds!r}')
+    if (not isinstance(seeds, list) or not seeds
+            or not all(type(seed) is int and 0 <= seed <= MAX_SEED for seed in seeds)):
+        raise UserError(f'{where}: "seeds" must be a non-empty list of integers in [0, {MAX_SEED}], e.g. [1, 2, 3]; '
+                        f'got {_shown(seeds)}')
     if len(set(seeds)) < len(seeds):
         raise UserError(f'{where}: "seeds" lists a seed twice: {seeds}')
     tasks = _tasks(raw["tasks"], raw, where)
@@ -126,13 +143,33 @@ def _check_keys(raw: Any, allowed: Sequence[str], label: str) -> None:
         raise UserError(f"{label}: must be a JSON object with keys {', '.join(allowed)}")
     unknown = [key for key in raw if key not in allowed]
     if unknown:
-        raise UserError(f'{label}: unknown key "{unknown[0]}"; the keys are {", ".join(allowed)}')
+        raise UserError(f'{label}: unknown key {_shown(unknown[0])}; the keys are {", ".join(allowed)}')
 
 
 def _strings(value: Any, label: str) -> tuple[str, ...]:
+    """Command-line words: strings a process can be given and a log can print."""
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise UserError(f'{label}: must be a list of strings (numbers too: "2"); got {value!r}')
+        raise UserError(f'{label}: must be a list of strings (numbers too: "2"); got {_shown(value)}')
+    for item in value:
+        if _UNPASSABLE.search(item):
+            raise UserError(f"{label}: {_shown(item)} cannot be passed on a command line (it holds a NUL "
+                            f"character or a lone surrogate escape such as \\ud800); remove it")
     return tuple(value)
+
+
+def _shown(value: Any) -> str:
+    """A spec value for an error message: JSON on one line (ASCII, so nothing breaks the line), cut
+    short if long."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = f"a {type(value).__name__} nested too deeply to show"
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def _printable(text: str) -> str:
+    """`text` on one line: newlines and other unprintable characters escaped."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 def _flags_in(args: Sequence[str]) -> set[str]:
@@ -155,27 +192,27 @@ def _check_fixed_flags(args: Sequence[str], grid_flags: set[str], label: str) ->
 def _settings(grid: Any, where: str) -> tuple[Setting, ...]:
     """Every combination of the grid's values, in the order written; one `default` for an empty grid."""
     if not isinstance(grid, dict):
-        raise UserError(f'{where}: "grid" must be an object {{"--flag": ["value", ...]}}; got {grid!r}')
+        raise UserError(f'{where}: "grid" must be an object {{"--flag": ["value", ...]}}; got {_shown(grid)}')
     axes = []
     for flag, values in grid.items():
-        label = f'{where}: grid "{flag}"'
-        if not _FLAG.match(flag):
+        label = f"{where}: grid {_shown(flag)}"
+        if not _FLAG.fullmatch(flag):
             raise UserError(f'{label}: a grid key must be a flag such as "--lr"')
         if flag in RUNNER_FLAGS:
             where_instead = 'list the seeds in "seeds"' if flag == "--seed" else "remove it from the grid"
             raise UserError(f"{label}: roberta-sweep sets {flag} itself for every run; {where_instead}")
         if not isinstance(values, list) or not values:
-            raise UserError(f'{label}: needs a non-empty list of values, e.g. ["1e-5", "2e-5"]; got {values!r}')
+            raise UserError(f'{label}: needs a non-empty list of values, e.g. ["1e-5", "2e-5"]; got {_shown(values)}')
         values = _strings(values, label)
         if not all(values) or len(set(values)) < len(values):
-            raise UserError(f"{label}: values must be distinct and non-empty; got {list(values)}")
+            raise UserError(f"{label}: values must be distinct and non-empty; got {_shown(list(values))}")
         axes.append([(flag, value) for value in values])
     settings: dict[str, Setting] = {}
     for combination in itertools.product(*axes):
         name = ".".join(f"{flag[2:]}_{_UNSAFE_CHARS.sub('_', value)}" for flag, value in combination) or "default"
         flags = tuple(token for pair in combination for token in pair)
         if name in settings:
-            raise UserError(f"{where}: grid settings {shlex.join(settings[name].flags)} and {shlex.join(flags)} "
+            raise UserError(f"{where}: grid settings {_shown(settings[name].flags)} and {_shown(flags)} "
                             f"would share the folder {name}; make their values differ in letters or digits")
         if len(name) > _MAX_SETTING_NAME:
             raise UserError(f"{where}: the grid setting folder name {name[:60]}... is longer than "
@@ -190,17 +227,18 @@ def _tasks(raw_tasks: Any, spec: dict, where: str) -> tuple[TaskConfig, ...]:
     default_metric, default_maximize = _metric(spec, f"{where}: top level")
     tasks = []
     for name, raw in raw_tasks.items():
-        label = f'{where}: task "{name}"'
-        if not _NAME.match(name):
+        label = f"{where}: task {_shown(name)}"
+        if not _NAME.fullmatch(name):
             raise UserError(f"{label}: a task name is its folder name: letters, digits, '.', '_' and '-'")
         _check_keys(raw, _TASK_KEYS, label)
         data = raw.get("data")
         if not isinstance(data, str) or not data:
             raise UserError(f'{label}: "data" must be the path of its data-bin folder')
+        _strings([data], f'{label} "data"')
         for folder in data.split(":"):
             if not Path(folder).is_dir():
-                raise UserError(f'{label}: data folder {folder} does not exist (relative paths are taken '
-                                f'from the current directory, {Path.cwd()})')
+                raise UserError(f"{label}: data folder {_printable(folder)} does not exist (relative paths are "
+                                f"taken from the current directory, {Path.cwd()})")
         metric, maximize = _metric(raw, label)
         metric = metric or default_metric
         if metric is None:
@@ -215,10 +253,11 @@ def _tasks(raw_tasks: Any, spec: dict, where: str) -> tuple[TaskConfig, ...]:
 
 def _metric(raw: dict, label: str) -> tuple[str | None, bool | None]:
     metric, maximize = raw.get("metric"), raw.get("maximize")
-    if metric is not None and (not isinstance(metric, str) or not _METRIC.match(metric)):
-        raise UserError(f'{label}: "metric" must be a name such as "accuracy" (read as valid_accuracy); got {metric!r}')
+    if metric is not None and (not isinstance(metric, str) or not _METRIC.fullmatch(metric)):
+        raise UserError(f'{label}: "metric" must be a name such as "accuracy" (read as valid_accuracy); '
+                        f'got {_shown(metric)}')
     if maximize is not None and not isinstance(maximize, bool):
-        raise UserError(f'{label}: "maximize" must be true or false; got {maximize!r}')
+        raise UserError(f'{label}: "maximize" must be true or false; got {_shown(maximize)}')
     return metric, maximize
 
 
@@ -329,9 +368,14 @@ def _start(run: Run, gpu: str | None, lock_fd: int) -> _Job:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     with open(run.run_dir / "stderr.log", "ab") as output:
         offset = output.tell()
-        # The child inherits the output directory's lock, so a rerun waits for orphans of a killed sweep.
-        process = subprocess.Popen(run.argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                   env=env, pass_fds=(lock_fd,))
+        try:
+            # The child inherits the output directory's lock, so a rerun waits for orphans of a killed sweep.
+            process = subprocess.Popen(run.argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                       env=env, pass_fds=(lock_fd,))
+        except OSError as error:
+            reason = f"could not start {shlex.quote(run.argv[0])}: {error.strerror or error}"
+            output.write(f"roberta-sweep: {reason}\n".encode())
+            raise RunFailed(f"{reason}; see {run.run_dir / 'stderr.log'}") from error
     logger.info("started %s%s", run.name, f" on GPU {gpu}" if gpu is not None else "")
     return _Job(run=run, process=process, gpu=gpu, started=time.perf_counter(), stderr_offset=offset)
 
@@ -386,7 +430,12 @@ class Sweep:
         try:
             while pending or jobs:
                 while pending and free:
-                    jobs.append(_start(pending.popleft(), free.pop(0), lock_fd))
+                    run, gpu = pending.popleft(), free.pop(0)
+                    try:
+                        jobs.append(_start(run, gpu, lock_fd))
+                    except RunFailed as error:
+                        free.append(gpu)
+                        self._report_failure(run, 0.0, error)
                 time.sleep(POLL_SECONDS)
                 for job in [job for job in jobs if job.process.poll() is not None]:
                     jobs.remove(job)
@@ -405,17 +454,23 @@ class Sweep:
                                 f"{run.run_dir / 'stderr.log'}:\n{_stderr_tail(job)}")
             result = write_result(run, score_run(run), wall_seconds=wall_seconds, gpu=job.gpu)
         except RunFailed as error:
-            self.failed.append(run.name)
-            logger.error("[%d/%d] %s %s seed %d: FAILED (%.0f s): %s", len(self.scores) + len(self.failed), len(self.runs),
-                         run.task.name, run.setting.name, run.seed, wall_seconds, error)
+            self._report_failure(run, wall_seconds, error)
             return
         self.scores[run.name] = RunScore.from_result(result)
         logger.info("[%d/%d] %s %s seed %d: %s %g (%.0f s)", len(self.scores) + len(self.failed), len(self.runs), run.task.name,
                     run.setting.name, run.seed, run.task.metric, result["score"], wall_seconds)
         self.write_tables()
 
-    def write_tables(self) -> str:
-        """Rewrite results.md and results.csv from the runs finished so far; returns the Markdown."""
+    def _report_failure(self, run: Run, wall_seconds: float, error: RunFailed) -> None:
+        self.failed.append(run.name)
+        logger.error("[%d/%d] %s %s seed %d: FAILED (%.0f s): %s", len(self.scores) + len(self.failed), len(self.runs),
+                     run.task.name, run.setting.name, run.seed, wall_seconds, error)
+
+    def write_tables(self) -> str | None:
+        """Rewrite results.md and results.csv from the runs finished so far and return the Markdown;
+        None, and no files, before the first run has finished."""
+        if not self.scores:
+            return None
         tasks = [TaskMetric(task.name, task.metric, task.maximize) for task in self.spec.tasks]
         markdown, csv_text = render_tables(tasks, [setting.name for setting in self.spec.settings],
                                            seeds_planned=len(self.spec.seeds), runs=self.scores.values())
@@ -432,20 +487,14 @@ def _parse_gpus(text: str | None) -> list[str | None]:
     return gpus
 
 
-@contextlib.contextmanager
-def _locked(output_dir: Path) -> Iterator[int]:
-    """Hold DIR/.sweep.lock, so two sweeps never share an output directory; yields its descriptor."""
+def _locked(output_dir: Path) -> contextlib.AbstractContextManager[int]:
+    """Hold DIR/.sweep.lock, so two sweeps never share an output directory; yields its descriptor,
+    which the runs are started with, so a killed sweep's runs keep holding it until they end."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(output_dir / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"--output-dir {output_dir}: another roberta-sweep, or a run it started, is still "
-                            f"working there; wait for it or stop its process group first") from None
-        yield fd
-    finally:
-        os.close(fd)
+    return exclusive_directory(
+        output_dir, ".sweep.lock", kept_by_children=True,
+        in_use=lambda holder: f"--output-dir {output_dir}: another roberta-sweep, or a run it started, is still "
+                              f"working there ({holder}); wait for it or stop its process group first")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -484,8 +533,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sweep = Sweep(spec, runs, output_dir, finished=finished)
         sweep.write_tables()
         sweep.execute(todo, gpus, lock_fd)
-    print(sweep.write_tables(), end="", flush=True)
-    logger.info("tables in %s and %s", output_dir / "results.md", output_dir / "results.csv")
+    tables = sweep.write_tables()
+    if tables is not None:
+        print(tables, end="", flush=True)
+        logger.info("tables in %s and %s", output_dir / "results.md", output_dir / "results.csv")
     if sweep.failed:
         shown = ", ".join(sweep.failed[:10]) + (", ..." if len(sweep.failed) > 10 else "")
         raise UserError(f"{len(sweep.failed)} of {len(runs)} runs failed ({shown}); their stderr.log says "

@@ -12,9 +12,10 @@ import torch
 
 from roberta import checkpoint, distributed, options
 from roberta.cli.common import run_cli
-from roberta.cli.setup import build_and_restore, epoch_iterator
+from roberta.cli.setup import build_and_restore, checkpoint_manager, epoch_iterator
 from roberta.distributed import DistributedContext
-from roberta.evaluation import Validator
+from roberta.errors import UserError
+from roberta.evaluation import ValidationStopped, Validator
 from roberta.logging import ProgressLogger, setup_logging
 from roberta.meters import MeterGroup
 from roberta.stop_signals import StoppedBySignal, StopSignals
@@ -36,11 +37,12 @@ def train(args: argparse.Namespace, context: DistributedContext) -> None:
         args.log_format = "simple" if args.log_format == "tqdm" else args.log_format
     logger.info("command line arguments: %s", vars(args))
     torch.manual_seed(args.seed)
-    with StopSignals() as stop_signals:
-        task, trainer, manager, extra_state = build_and_restore(args, context)
+    manager = checkpoint_manager(args, context)
+    with StopSignals() as stop_signals, manager.sole_writer():
+        task, trainer, extra_state = build_and_restore(args, manager, context)
         train_loop(args, task, trainer, manager, extra_state, stop_signals)
-    finished = bool(args.max_update) and trainer.num_updates >= args.max_update
-    if trainer.stop_agreed and not finished:
+    # Even at --max-update: the final validation, if any, was skipped or abandoned for the stop.
+    if trainer.stop_agreed:
         stop_on_signal(args, trainer, manager, stop_signals)
 
 
@@ -62,7 +64,8 @@ def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkp
     context = trainer.context
     epoch_itr = epoch_iterator(args, task, args.train_subset, train=True, context=context,
                                state=extra_state.get("train_iterator") if extra_state else None)
-    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context))
+    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context),
+                          should_stop=lambda: stop_signals.requested)
     epoch_meters = MeterGroup()
     if extra_state and extra_state.get("metrics"):
         epoch_meters.load_state_dict(extra_state["metrics"])
@@ -97,11 +100,15 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
     window = MeterGroup()
     window_start = time.perf_counter()
     should_stop = False
+    steps = updates = 0
+    skipped_before = trainer.oom_updates, trainer.overflow_updates
     for samples in progress.wrap(itr, offset=itr.n):
         result = trainer.train_step(samples, stop_requested=stop_signals.requested)
+        steps += 1
         if trainer.oom_backoff.parts != epoch_itr.micro_batch_parts:
             epoch_itr.split_micro_batches(trainer.oom_backoff.parts)
         if result is not None:
+            updates += 1
             for meters in (window, epoch_meters):
                 record_update(meters, result)
         num_updates = trainer.num_updates
@@ -111,6 +118,9 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
             window.reset()
             window_start = time.perf_counter()
         end_of_epoch = epoch_itr.end_of_epoch()
+        if end_of_epoch and not updates and not trainer.stop_agreed:
+            check_epoch_trained(epoch, steps, trainer.oom_updates - skipped_before[0],
+                                trainer.overflow_updates - skipped_before[1])
         if result is None and not end_of_epoch and not trainer.stop_agreed:
             # A skipped update (fp16 overflow, OOM) leaves num_updates as it was: nothing new to save.
             continue
@@ -121,6 +131,21 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
     epoch_stats = update_stats(epoch_meters, trainer, None, wall_start)
     progress.print(epoch_stats, tag="train", step=trainer.num_updates)
     return should_stop or bool(args.max_update and trainer.num_updates >= args.max_update)
+
+
+def check_epoch_trained(epoch: int, steps: int, skipped_for_oom: int, skipped_for_overflow: int) -> None:
+    """An epoch without a single update would be followed by more like it, each saved at the same
+    update, forever. fp16 overflows are the exception: the loss scale falls until updates succeed
+    (or --min-loss-scale stops the run)."""
+    if skipped_for_overflow:
+        return
+    if skipped_for_oom == steps:
+        cause = "every update ran out of memory; lower --max-tokens or --batch-size, or pass --oom-backoff"
+    else:
+        cause = (f"{steps - skipped_for_oom} step(s) had nothing to train on (sample size 0: every example "
+                 f"filtered out or without a target); check the data, the task's flags (e.g. --mask-prob) "
+                 f"and any --user-dir criterion")
+    raise UserError(f"epoch {epoch} made no update in {steps} step(s): {cause}")
 
 
 def record_update(meters: MeterGroup, result: dict) -> None:
@@ -165,17 +190,22 @@ def validate_and_save(args: argparse.Namespace, validator: Validator, trainer: T
                       stopping: bool = False) -> bool:
     """fairseq's schedule: save at epoch ends and every --save-interval-updates, validate alongside.
     `stopping` (a signal) adds a save of checkpoint_last.pt but no validation, which would only
-    spend the scheduler's grace period."""
+    spend the scheduler's grace period; a signal during the validation abandons it (its score is
+    not used) and stops the same way."""
     epoch, num_updates = epoch_itr.epoch, trainer.num_updates
     reached_max = bool(args.max_update) and num_updates >= args.max_update
     scheduled_save = manager.is_save_time(epoch, num_updates, end_of_epoch) or reached_max
-    do_validate = not args.disable_validation and (
+    do_validate = not stopping and not args.disable_validation and (
         scheduled_save
         or (end_of_epoch and epoch % args.validate_interval == 0)
         or (args.validate_interval_updates > 0 and num_updates % args.validate_interval_updates == 0))
     val_metric = None
     if do_validate:
-        val_metric = validator(trainer, epoch, manager, end_of_epoch=end_of_epoch)
+        try:
+            val_metric = validator(trainer, epoch, manager, end_of_epoch=end_of_epoch)
+        except ValidationStopped:
+            logger.info("validation abandoned for the stop request")
+            trainer.stop_agreed = stopping = True
     should_stop = stopping or reached_max or (val_metric is not None and manager.should_stop_early(val_metric))
     if scheduled_save or manager.is_save_time(epoch, num_updates, end_of_epoch, stopping=stopping):
         extra_state = {

@@ -3,6 +3,7 @@
 File format (one entry per line, UTF-8): `<symbol> <count>`, split on the LAST space so a
 symbol may itself contain spaces, optionally followed by the flag `#fairseq:overwrite`, which
 lets a symbol replace an earlier entry of the same name (otherwise a duplicate is an error).
+A byte-order mark at the start is ignored (fairseq would make it part of the first symbol).
 `<s>`, `<pad>`, `</s>` and `<unk>` take indices 0-3 and are never written to the file; line k
 (0-based) of the file gets index 4 + k.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -18,8 +18,10 @@ import torch
 
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
+from roberta.process_lifetime import worker_pool
 
 OVERWRITE_FLAG = "#fairseq:overwrite"
+BYTE_ORDER_MARK = "\ufeff"
 
 
 class Dictionary:
@@ -96,22 +98,13 @@ class Dictionary:
     def add_from_file(self, path: str | os.PathLike) -> None:
         """Append the entries of a `dict.txt` file; a malformed line raises UserError."""
         path = Path(path)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                lines = handle.read().split("\n")
-        except FileNotFoundError:
-            raise UserError(f"dictionary file {path} does not exist; pass the dict.txt that "
-                            f"was used to binarize the data") from None
-        except OSError as error:
-            raise UserError(f"cannot read dictionary file {path} ({error.strerror})") from None
-        except UnicodeDecodeError as error:
-            raise UserError(f"dictionary file {path} is not UTF-8 text ({error})") from None
+        lines = _read_dictionary_lines(path)
         if lines and lines[-1] == "":
             lines.pop()  # the newline that ends the last entry
         for line_number, line in enumerate(lines, start=1):
             symbol, count, overwrite = _parse_entry(line.rstrip(), path, line_number)
             if symbol in self.indices and not overwrite:
-                raise UserError(f"{path}, line {line_number}: duplicate symbol '{symbol}'; remove "
+                raise UserError(f"{path}, line {line_number}: duplicate symbol {symbol!r}; remove "
                                 f"it, or end the line with '{OVERWRITE_FLAG}' to replace the "
                                 f"earlier entry")
             self.add_symbol(symbol, n=count, overwrite=overwrite)
@@ -189,6 +182,26 @@ class Dictionary:
         return " ".join(symbols)
 
 
+def _read_dictionary_lines(path: Path) -> list[str]:
+    """The lines of a `dict.txt`, split as Python's text mode (so fairseq) splits them."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"dictionary file {path} does not exist; pass the dict.txt that "
+                        f"was used to binarize the data") from None
+    except OSError as error:
+        raise UserError(f"cannot read dictionary file {path} ({error.strerror})") from None
+    try:
+        # utf-8-sig drops a byte-order mark (Windows editors write one): fairseq keeps it as part
+        # of the first symbol, which then never matches, and its tokens silently become <unk>.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line_number = raw.count(b"\n", 0, error.start) + 1
+        raise UserError(f"{path}, line {line_number}: not UTF-8 text ({error.reason}); re-encode "
+                        f"the file as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def _parse_entry(line: str, path: Path, line_number: int) -> tuple[str, int, bool]:
     symbol, _, field = line.rpartition(" ")
     overwrite = field == OVERWRITE_FLAG
@@ -199,8 +212,10 @@ def _parse_entry(line: str, path: Path, line_number: int) -> tuple[str, int, boo
     except ValueError:
         count = None
     if not symbol or count is None:
+        # A binary file read as text can be one huge line: quote only its start.
+        shown = repr(line) if len(repr(line)) <= 80 else f"{repr(line)[:80]}..."
         raise UserError(f"{path}, line {line_number}: expected '<symbol> <count> "
-                        f"[{OVERWRITE_FLAG}]', found {line!r}; fix or remove that line")
+                        f"[{OVERWRITE_FLAG}]', found {shown}; fix or remove that line")
     return symbol, count, overwrite
 
 
@@ -210,7 +225,8 @@ def iter_lines(path: str | os.PathLike, start: int = 0, end: int = -1) -> Iterat
     """The text lines whose first byte lies in `[start, end)` (`end=-1`: to the end of file).
 
     Lines end at `\\n`, `\\r\\n` or a lone `\\r`, as Python's text mode reads them (and so as
-    fairseq does); the terminator is not included. `start` must be a line start.
+    fairseq does); the terminator is not included. `start` must be a line start. A byte-order
+    mark at the start of the file is dropped: it is never part of the first word.
     """
     with open(path, "rb") as handle:
         handle.seek(start)
@@ -223,6 +239,8 @@ def iter_lines(path: str | os.PathLike, start: int = 0, end: int = -1) -> Iterat
             except UnicodeDecodeError as error:
                 raise UserError(f"{path}: the line at byte offset {position} is not UTF-8 "
                                 f"({error.reason}); re-encode the file as UTF-8") from None
+            if position == 0:
+                text = text.removeprefix(BYTE_ORDER_MARK)
             position += len(raw)
             # Splitting on '\r' after dropping one final '\r' reproduces universal newlines:
             # 'a\r\n' -> ['a'], 'a\r\r\n' -> ['a', ''], 'a\rb\n' -> ['a', 'b'].
@@ -272,7 +290,7 @@ def build_dictionary(files: Iterable[str | os.PathLike], workers: int = 1, thres
         offsets = find_line_offsets(path, max(workers, 1))
         jobs += [(str(path), start, end) for start, end in zip(offsets, offsets[1:])]
     if workers > 1:
-        with Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             counters = pool.map(_count_chunk, jobs)
     else:
         counters = [_count_chunk(job) for job in jobs]

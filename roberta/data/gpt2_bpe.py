@@ -60,11 +60,15 @@ def pieces_of(text: str) -> list[str]:
 def read_merges(path: str | os.PathLike) -> list[tuple[str, str]]:
     """The merge list of a `vocab.bpe` file, in rank order (a `#version` header is skipped)."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark would otherwise hide the `#version` header.
+        with open(path, encoding="utf-8-sig") as handle:
             lines = handle.read().split("\n")
     except OSError as error:
         raise UserError(f"cannot read BPE merges file {path} ({error.strerror}); "
                         f"pass the vocab.bpe that belongs to encoder.json") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"BPE merges file {path} is not UTF-8 text ({error.reason}); is this a "
+                        f"GPT-2 vocab.bpe file?") from None
     merges = []
     for line_number, line in enumerate(lines, start=1):
         if not line or (line_number == 1 and line.startswith("#version")):
@@ -80,11 +84,14 @@ def read_merges(path: str | os.PathLike) -> list[tuple[str, str]]:
 def read_encoder(path: str | os.PathLike) -> dict[str, int]:
     """The symbol -> id table of an `encoder.json` file."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # json refuses a byte-order mark
             encoder = json.load(handle)
     except OSError as error:
         raise UserError(f"cannot read BPE encoder file {path} ({error.strerror}); "
                         f"pass the encoder.json of the GPT-2 BPE") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"BPE encoder file {path} is not UTF-8 text ({error.reason}); is this a "
+                        f"GPT-2 encoder.json?") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path} is not valid JSON ({error}); is this a GPT-2 encoder.json?") from None
     if not isinstance(encoder, dict) or not all(isinstance(v, int) for v in encoder.values()):

@@ -10,6 +10,7 @@ import array
 import os
 import shutil
 import struct
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +31,16 @@ DTYPES: dict[int, type[np.generic]] = {
 
 # Consistency checks walk the pointers in blocks so a huge index never needs a full copy.
 _CHECK_BLOCK = 1 << 20
+# The token-id check reads `.bin` in blocks of this many values: one sequential pass, little memory.
+_VALUE_BLOCK = 1 << 24
+
+
+@dataclass(frozen=True)
+class TokenIdRange:
+    """The ids a token split may hold, `0 <= id < size`: the entries (special symbols included) of
+    the dictionary file it was binarized with, which error messages name."""
+    size: int
+    dictionary_path: str
 
 
 def dtype_code(dtype: np.dtype | type) -> int:
@@ -100,6 +111,49 @@ class MMapIndexedDataset:
 
     def num_tokens(self, index: int) -> int:
         return int(self.sizes[index])
+
+    def value_range(self) -> tuple[int, int] | None:
+        """The smallest and largest value in `.bin` (None when it holds none), read in blocks."""
+        if self._data.size == 0:
+            return None
+        lowest, highest = None, None
+        for start in range(0, self._data.size, _VALUE_BLOCK):
+            block = self._data[start:start + _VALUE_BLOCK]
+            block_low, block_high = block.min().item(), block.max().item()
+            lowest = block_low if lowest is None else min(lowest, block_low)
+            highest = block_high if highest is None else max(highest, block_high)
+        return lowest, highest
+
+    def sequence_holding(self, value: int) -> int:
+        """The index of the first sequence that contains `value` (which must occur)."""
+        for start in range(0, self._data.size, _VALUE_BLOCK):
+            hits = np.flatnonzero(self._data[start:start + _VALUE_BLOCK] == value)
+            if hits.size:
+                byte_offset = (start + int(hits[0])) * self._data.itemsize
+                # Empty sequences share their pointer with the next one: take the last match.
+                return int(np.searchsorted(self.pointers, byte_offset, side="right")) - 1
+        raise ValueError(f"{value} does not occur in {data_file_path(self.prefix)}")
+
+
+def check_token_ids(dataset: MMapIndexedDataset, allowed: TokenIdRange) -> None:
+    """Every id in the split must index its dictionary. An id past it fails mid-run in the embedding
+    lookup, and one that lands on a symbol the task appends (`<mask>`) would train silently."""
+    bin_path = data_file_path(dataset.prefix)
+    if np.dtype(dataset.dtype).kind == "f":
+        raise UserError(f"{bin_path} stores {np.dtype(dataset.dtype)} values, not token ids; re-binarize the "
+                        f"split with roberta-preprocess")
+    value_range = dataset.value_range()
+    if value_range is None:
+        return
+    lowest, highest = value_range
+    if lowest < 0:
+        raise UserError(f"{bin_path} holds token id {lowest} (sequence {dataset.sequence_holding(lowest)}), "
+                        f"but token ids are never negative: the file is corrupt; re-binarize the split")
+    if highest >= allowed.size:
+        raise UserError(f"{bin_path} holds token id {highest} (sequence {dataset.sequence_holding(highest)}), "
+                        f"but {allowed.dictionary_path} has {allowed.size} entries (with the special tokens): "
+                        f"the data was binarized with another dictionary; re-binarize it or pass the "
+                        f"dict.txt it was made with")
 
 
 def read_index(idx_path: str) -> tuple[type[np.generic], np.ndarray, np.ndarray]:
@@ -195,10 +249,11 @@ class ConcatIndexedDataset:
         return int(self.sizes[index])
 
 
-def load_indexed_dataset(prefix: str | os.PathLike,
-                         combine: bool = False) -> MMapIndexedDataset | ConcatIndexedDataset:
+def load_indexed_dataset(prefix: str | os.PathLike, combine: bool = False,
+                         token_ids: TokenIdRange | None = None) -> MMapIndexedDataset | ConcatIndexedDataset:
     """Open `prefix`; with `combine`, also the shards `prefix1`, `prefix2`, ... that follow
-    it without a gap, concatenated in that order. A missing `prefix` raises UserError."""
+    it without a gap, concatenated in that order. A missing `prefix` raises UserError, and so
+    does, with `token_ids`, a shard holding an id outside that range."""
     prefix = os.fspath(prefix)
     if not dataset_exists(prefix):
         raise UserError(f"dataset {prefix} not found: expected {prefix}.bin and {prefix}.idx; "
@@ -206,6 +261,9 @@ def load_indexed_dataset(prefix: str | os.PathLike,
     datasets = [MMapIndexedDataset(prefix)]
     while combine and dataset_exists(f"{prefix}{len(datasets)}"):
         datasets.append(MMapIndexedDataset(f"{prefix}{len(datasets)}"))
+    if token_ids is not None:
+        for dataset in datasets:
+            check_token_ids(dataset, token_ids)
     return datasets[0] if len(datasets) == 1 else ConcatIndexedDataset(datasets)
 
 

@@ -9,34 +9,36 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
+from roberta.flag_types import NumberFlag, positive_int, probability
 from roberta.models.config import ModelConfig
 from roberta.registry import ARCHS
 
 ArchFn = Callable[[argparse.Namespace, int], ModelConfig]
 
-# (attribute, flag, type, help); every flag defaults to None so the preset decides.
-_OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
-    ("encoder_layers", "--encoder-layers", int, "number of transformer layers"),
-    ("encoder_embed_dim", "--encoder-embed-dim", int, "hidden size of the encoder"),
-    ("encoder_ffn_embed_dim", "--encoder-ffn-embed-dim", int,
+# (attribute, flag, parser of its values, help); every flag defaults to None so the preset decides.
+_OVERRIDES: tuple[tuple[str, str, Callable[[str], NumberFlag], str], ...] = (
+    ("encoder_layers", "--encoder-layers", positive_int, "number of transformer layers"),
+    ("encoder_embed_dim", "--encoder-embed-dim", positive_int, "hidden size of the encoder"),
+    ("encoder_ffn_embed_dim", "--encoder-ffn-embed-dim", positive_int,
      "inner size of each layer's feed-forward block"),
-    ("encoder_attention_heads", "--encoder-attention-heads", int,
+    ("encoder_attention_heads", "--encoder-attention-heads", positive_int,
      "number of attention heads (must divide --encoder-embed-dim)"),
-    ("max_positions", "--max-positions", int,
+    ("max_positions", "--max-positions", positive_int,
      "longest input in tokens; the position table has max_positions + 2 rows"),
-    ("dropout", "--dropout", float, "dropout on embeddings and layer outputs"),
-    ("attention_dropout", "--attention-dropout", float, "dropout on attention probabilities"),
-    ("activation_dropout", "--activation-dropout", float,
+    ("dropout", "--dropout", probability, "dropout on embeddings and layer outputs"),
+    ("attention_dropout", "--attention-dropout", probability, "dropout on attention probabilities"),
+    ("activation_dropout", "--activation-dropout", probability,
      "dropout after the feed-forward activation"),
-    ("pooler_dropout", "--pooler-dropout", float, "dropout in classification heads"),
+    ("pooler_dropout", "--pooler-dropout", probability, "dropout in classification heads"),
 )
 
 
 def add_model_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Declare the flags that override an architecture preset (fairseq's names) on a parser
     or an argument group."""
-    for _attr, flag, kind, text in _OVERRIDES:
-        parser.add_argument(flag, type=kind, default=None, metavar="N" if kind is int else "P",
+    for _attr, flag, parser_of, text in _OVERRIDES:
+        metavar = "N" if parser_of is positive_int else "P"
+        parser.add_argument(flag, type=parser_of(flag), default=None, metavar=metavar,
                             help=f"{text} (default: from --arch)")
     parser.add_argument("--untie-weights-roberta", action="store_true", default=None,
                         help="give the masked-LM head its own output projection instead of "

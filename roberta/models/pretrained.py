@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import pickle
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -27,11 +28,13 @@ from torch import Tensor, nn
 
 from roberta import checkpoint, fairseq_resume
 from roberta.errors import UserError
-from roberta.models.config import ModelConfig
+from roberta.models.config import ModelConfig, shown
 from roberta.models.heads import LMHead
 from roberta.models.hf_mapping import from_hf_state_dict, to_hf_state_dict
 from roberta.models.roberta import RobertaModel, init_bert_params
+from roberta.models.weights import LAYER_KEY
 from roberta.registry import ARCHS
+from roberta.torch_file import read_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,6 @@ _IN_PROJ = re.compile(r"^(.*\.self_attn\.)in_proj_(weight|bias)$")
 # BetterTransformer fast path (`layers.N.in_proj_weight`, `fc1_weight`, ...), next to the real ones.
 _FUSED_COPY = re.compile(r"^(?:encoder|decoder)\.sentence_encoder\.layers\.\d+\.(?:in_proj|out_proj|fc1|fc2)_(?:weight|bias)$")
 _HEAD_OUT = re.compile(r"^classification_heads\.([^.]+)\.out_proj\.weight$")
-_LAYER = re.compile(r"^encoder\.sentence_encoder\.layers\.(\d+)\.")
 # Buffers fairseq keeps in its state dicts that are not weights (format versions, a device
 # marker of sinusoidal positions) and HF's old persistent position-id buffer.
 _BUFFER_SUFFIXES = (".version", "._float_tensor", "embeddings.position_ids")
@@ -81,7 +83,9 @@ class Pretrained:
 
     `source` is "ours", "fairseq-2019" (the released files' key names), "fairseq" (current
     names) or "huggingface". `config` is None only for a file that does not describe its model
-    (the trainer then relies on `--arch`). `heads` maps each classification head to (inner_dim, num_classes). `training_state` is the
+    (the trainer then relies on `--arch`). `heads` maps each classification head to (inner_dim,
+    num_classes); `span_heads` names those of them that are span heads (SQuAD's start/end scorer,
+    an output projection alone). `training_state` is the
     loaded checkpoint (with `model` replaced by `state_dict`) for our and fairseq files, None for
     Hugging Face folders. `missing` lists weights the file lacks that the described model needs;
     `newly_initialized` those filled with a fresh initialisation instead (the masked-LM head of a
@@ -94,6 +98,15 @@ class Pretrained:
     training_state: dict | None = None
     missing: list[str] = field(default_factory=list)
     newly_initialized: list[str] = field(default_factory=list)
+    span_heads: list[str] = field(default_factory=list)
+
+    def register_heads(self, model: RobertaModel) -> None:
+        """Give `model` each head stored in the file, of its kind."""
+        for name, (inner_dim, num_classes) in self.heads.items():
+            if name in self.span_heads:
+                model.register_span_head(name)
+            else:
+                model.register_classification_head(name, num_classes, inner_dim)
 
     def training_flags(self) -> dict:
         """Flag defaults for a run on this model: the stored training flags, with the model's
@@ -173,8 +186,8 @@ def from_fairseq_state_dict(weights: dict[str, Tensor]) -> dict[str, Tensor]:
         if fused is None:
             out[ours] = value
             continue
-        if value.size(0) % 3:
-            raise UserError(f"{name} has {value.size(0)} rows, not three equal q/k/v blocks")
+        if value.dim() == 0 or value.size(0) % 3:
+            raise UserError(f"{name} has shape {tuple(value.shape)}, not three equal q/k/v blocks of rows")
         for part, chunk in zip("qkv", value.chunk(3)):
             out[f"{fused.group(1)}{part}_proj.{fused.group(2)}"] = chunk
     return out
@@ -192,8 +205,9 @@ def our_key(fairseq_key: str) -> str | None:
 
 def _from_checkpoint(state: dict, path: Path) -> Pretrained:
     weights = state["model"]
-    if not isinstance(weights, dict) or not all(torch.is_tensor(value) for value in weights.values()):
+    if not _is_state_dict(weights):
         raise UserError(f"checkpoint {path}: its 'model' entry is not a state dict of tensors")
+    _check_weight_values(weights, f"checkpoint {path}")
     source = detect_source(state)
     if source == "ours":
         config = _our_config(state, weights, path)
@@ -249,8 +263,8 @@ def _fairseq_config(state: dict, weights: dict[str, Tensor], path: Path) -> Mode
     for key in (EMBED_TOKENS, EMBED_POSITIONS, first_fc1):
         if key not in weights:
             raise UserError(f"{path}: no weight {key} (nor its 2019 name); not a RoBERTa checkpoint")
-    vocab_size, embed_dim = weights[EMBED_TOKENS].shape
-    heads = _attention_heads(flags, vocab_size)
+    vocab_size, embed_dim = _matrix(weights, EMBED_TOKENS, path)
+    heads = _attention_heads(flags, vocab_size, path)
     if heads is None:
         logger.warning("%s does not say how many attention heads the model has; pass --arch and "
                        "--encoder-attention-heads when training from it", path)
@@ -259,34 +273,49 @@ def _fairseq_config(state: dict, weights: dict[str, Tensor], path: Path) -> Mode
     untied = lm_weight is not None and not torch.equal(lm_weight, weights[EMBED_TOKENS])
     try:
         return ModelConfig(
-            vocab_size=vocab_size, encoder_layers=_count_layers(weights), encoder_embed_dim=embed_dim,
-            encoder_ffn_embed_dim=weights[first_fc1].size(0), encoder_attention_heads=heads,
-            max_positions=weights[EMBED_POSITIONS].size(0) - FAIRSEQ_PADDING_IDX - 1,
-            dropout=_number(flags, "dropout", 0.1), attention_dropout=_number(flags, "attention_dropout", 0.1),
-            activation_dropout=_number(flags, "activation_dropout", 0.0),
-            pooler_dropout=_number(flags, "pooler_dropout", 0.0), padding_idx=FAIRSEQ_PADDING_IDX,
+            vocab_size=vocab_size, encoder_layers=_count_layers(weights, path), encoder_embed_dim=embed_dim,
+            encoder_ffn_embed_dim=_matrix(weights, first_fc1, path)[0], encoder_attention_heads=heads,
+            max_positions=_matrix(weights, EMBED_POSITIONS, path)[0] - FAIRSEQ_PADDING_IDX - 1,
+            dropout=_number(flags, "dropout", 0.1, path),
+            attention_dropout=_number(flags, "attention_dropout", 0.1, path),
+            activation_dropout=_number(flags, "activation_dropout", 0.0, path),
+            pooler_dropout=_number(flags, "pooler_dropout", 0.0, path), padding_idx=FAIRSEQ_PADDING_IDX,
             untie_weights_roberta=untied or bool(flags.get("untie_weights_roberta")))
     except UserError as error:
         raise UserError(f"{path}: {error}") from None
 
 
-def _attention_heads(flags: dict, vocab_size: int) -> int | None:
-    if flags.get("encoder_attention_heads"):
-        return int(flags["encoder_attention_heads"])
+def _attention_heads(flags: dict, vocab_size: int, path: Path) -> int | None:
+    heads = flags.get("encoder_attention_heads")
+    if heads is not None:
+        if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)) or heads < 1:
+            raise UserError(f"{path}: its encoder_attention_heads is {shown(heads)}; expected a positive integer")
+        return int(heads)
     arch = flags.get("arch")
-    if arch in ARCHS:  # a preset's default, as fairseq's arch functions fill it in
+    if isinstance(arch, str) and arch in ARCHS:  # a preset's default, as fairseq's arch functions fill it in
         return ARCHS.get(arch)(argparse.Namespace(), vocab_size).encoder_attention_heads
     return None
 
 
-def _number(flags: dict, name: str, default: float) -> float:
+def _number(flags: dict, name: str, default: float, path: Path) -> float:
     value = flags.get(name)
-    return default if value is None else float(value)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= value < 1:  # before float(), which overflows on a huge integer
+        raise UserError(f"{path}: its {name} is {shown(value)}; expected a number in [0, 1)")
+    return float(value)
 
 
-def _count_layers(weights: dict[str, Tensor]) -> int:
-    indices = {int(match.group(1)) for key in weights if (match := _LAYER.match(key))}
-    return max(indices) + 1 if indices else 0
+def _count_layers(weights: dict[str, Tensor], path: Path) -> int:
+    """How many layers the weights hold; their indices must run 0..N-1 (a stray large index would
+    otherwise size a model of that many layers)."""
+    indices = sorted({int(match.group(1)) for key in weights if (match := LAYER_KEY.match(key))})
+    if indices != list(range(len(indices))):
+        absent = sorted(set(range(indices[-1] + 1)) - set(indices))
+        raise UserError(f"{path}: holds weights of layers {_few([str(index) for index in indices])}, but none "
+                        f"of layer {absent[0]}; layers must be numbered 0..N-1, the file is damaged")
+    return len(indices)
 
 
 # ------------------------------------------------------------------------------ Hugging Face
@@ -295,13 +324,13 @@ def _count_layers(weights: dict[str, Tensor]) -> int:
 def _load_hf_folder(folder: Path, head_name: str, unsafe: bool) -> Pretrained:
     hf_config = _read_hf_config(folder / HF_CONFIG)
     raw = _read_hf_weights(folder, unsafe)
+    _check_weight_values(raw, str(folder))
     token_type = next((value for key, value in raw.items()
                        if key.endswith("embeddings.token_type_embeddings.weight")), None)
-    if token_type is not None and token_type.size(0) != 1:
-        raise UserError(f"{folder}: token_type_embeddings has {token_type.size(0)} rows; RoBERTa uses one "
+    if token_type is not None and (token_type.dim() != 2 or token_type.size(0) != 1):
+        raise UserError(f"{folder}: token_type_embeddings has shape {tuple(token_type.shape)}; RoBERTa uses one "
                         f"token type (a model that uses several cannot be converted)")
-    padding_idx = int(hf_config.get("pad_token_id", 1))
-    weights = from_hf_state_dict(raw, classification_head=head_name, padding_idx=padding_idx)
+    weights = from_hf_state_dict(raw, classification_head=head_name, padding_idx=hf_config["pad_token_id"])
     if EMBED_TOKENS not in weights:
         raise UserError(f"{folder}: no word embeddings (embeddings.word_embeddings.weight); "
                         f"not a RoBERTa model")
@@ -323,47 +352,129 @@ def _load_hf_folder(folder: Path, head_name: str, unsafe: bool) -> Pretrained:
     return pretrained
 
 
-def _read_hf_config(path: Path) -> dict:
+def _read_hf_config(path: Path) -> dict[str, Any]:
+    """The fields of `config.json` that we read, each checked for its type and range (defaults as
+    transformers' RobertaConfig where it has one); every fault names the field and its value."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: not a readable JSON config ({error})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError: invalid JSON, or an integer too long for Python to parse.
+        raise UserError(f"{path}: not a readable JSON config ({_one_line(error)})") from None
     if not isinstance(config, dict):
-        raise UserError(f"{path}: not a Hugging Face config (a JSON object is expected)")
-    problems = []
-    if config.get("model_type") not in HF_MODEL_TYPES:
-        problems.append(f"model_type {config.get('model_type')!r} is not one of {', '.join(HF_MODEL_TYPES)}")
-    if config.get("hidden_act", "gelu") != "gelu":
-        problems.append(f"hidden_act {config['hidden_act']!r} (RoBERTa uses the exact 'gelu')")
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        problems.append(f"position_embedding_type {config['position_embedding_type']!r} (only 'absolute')")
-    if config.get("type_vocab_size", 1) != 1:
-        problems.append(f"type_vocab_size {config['type_vocab_size']} (RoBERTa uses one token type)")
-    if config.get("is_decoder"):
-        problems.append("is_decoder is set (a causal model)")
-    if problems:
-        raise UserError(f"{path}: cannot be read as a RoBERTa encoder: {'; '.join(problems)}")
-    return config
+        raise UserError(f"{path}: not a Hugging Face config (a JSON object is expected, found {_shown(config)})")
+    fields = _HFFields(config, path)
+    read = {name: fields.integer(name, 1) for name in _HF_SIZES}
+    read.update(
+        model_type=fields.choice("model_type", HF_MODEL_TYPES),
+        hidden_act=fields.choice("hidden_act", ("gelu",), "gelu", "RoBERTa uses the exact gelu"),
+        position_embedding_type=fields.choice("position_embedding_type", ("absolute",), "absolute",
+                                              "RoBERTa's learned absolute positions"),
+        type_vocab_size=fields.integer("type_vocab_size", 1, 1, 1, "RoBERTa uses one token type"),
+        is_decoder=fields.boolean("is_decoder", False),
+        tie_word_embeddings=fields.boolean("tie_word_embeddings", True),
+        pad_token_id=fields.integer("pad_token_id", 0, None, 1),
+        hidden_dropout_prob=fields.probability("hidden_dropout_prob", 0.1),
+        attention_probs_dropout_prob=fields.probability("attention_probs_dropout_prob", 0.1),
+        classifier_dropout=fields.probability("classifier_dropout", None, nullable=True),
+        layer_norm_eps=fields.positive_below_one("layer_norm_eps", 1e-5))
+    if read["is_decoder"]:
+        raise UserError(f"{path}: is_decoder is true (a causal model); a RoBERTa encoder is expected")
+    fields.check(read["pad_token_id"] < read["vocab_size"], "pad_token_id", read["pad_token_id"],
+                 f"an index below vocab_size {read['vocab_size']}")
+    fields.check(read["max_position_embeddings"] > read["pad_token_id"] + 1, "max_position_embeddings",
+                 read["max_position_embeddings"],
+                 f"more than pad_token_id + 1 = {read['pad_token_id'] + 1} (positions start after the padding row)")
+    fields.check(read["hidden_size"] % read["num_attention_heads"] == 0, "num_attention_heads",
+                 read["num_attention_heads"], f"a divisor of hidden_size {read['hidden_size']}")
+    return read
 
 
-def _config_from_hf(hf: dict, folder: Path) -> ModelConfig:
-    padding_idx = int(hf.get("pad_token_id", 1))
+_REQUIRED = object()  # marks a config.json field without a default
+_HF_SIZES = ("vocab_size", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+             "max_position_embeddings")
+
+
+@dataclass
+class _HFFields:
+    """Typed reads of one `config.json`; a wrong value is a UserError naming it."""
+    config: dict[str, Any]
+    path: Path
+
+    def value(self, name: str, default: Any) -> Any:
+        if name in self.config:
+            return self.config[name]
+        if default is _REQUIRED:
+            raise UserError(f"{self.path}: lacks the field {name!r}")
+        return default
+
+    def check(self, ok: bool, name: str, value: Any, expected: str) -> None:
+        if not ok:
+            raise UserError(f"{self.path}: {name} is {_shown(value)}; expected {expected}")
+
+    def integer(self, name: str, minimum: int, maximum: int | None = None, default: Any = _REQUIRED,
+                why: str = "") -> int:
+        value = self.value(name, default)
+        expected = (f"the integer {minimum}" if minimum == maximum else f"an integer >= {minimum}") \
+            + (f" ({why})" if why else "")
+        self.check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+                   and (maximum is None or value <= maximum), name, value, expected)
+        return value
+
+    def probability(self, name: str, default: Any, *, nullable: bool = False) -> float | None:
+        value = self.value(name, default)
+        if value is None and nullable:
+            return None
+        self.check(_is_number(value) and 0.0 <= value < 1.0, name, value,
+                   "a number in [0, 1)" + (" or null" if nullable else ""))
+        return float(value)
+
+    def positive_below_one(self, name: str, default: float) -> float:
+        value = self.value(name, default)
+        self.check(_is_number(value) and 0.0 < value < 1.0, name, value, "a small positive number (below 1)")
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.value(name, default)
+        self.check(isinstance(value, bool), name, value, "true or false")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: Any = _REQUIRED, why: str = "") -> str:
+        value = self.value(name, default)
+        self.check(isinstance(value, str) and value in choices, name, value,
+                   " or ".join(repr(choice) for choice in choices) + (f" ({why})" if why else ""))
+        return value
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float, neither a bool nor NaN (JSON integers may be too large for a float)."""
+    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and not math.isnan(value)
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A JSON value as written in the file, shortened for a one-line message."""
+    text = json.dumps(value) if isinstance(value, (type(None), bool, int, float, str)) \
+        else f"a JSON {'list' if isinstance(value, list) else 'object'}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _one_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:160]
+
+
+def _config_from_hf(hf: dict[str, Any], folder: Path) -> ModelConfig:
+    padding_idx = hf["pad_token_id"]
+    dropout = hf["hidden_dropout_prob"]
     try:
-        classifier_dropout = hf.get("classifier_dropout")
         return ModelConfig(
             vocab_size=hf["vocab_size"], encoder_layers=hf["num_hidden_layers"],
             encoder_embed_dim=hf["hidden_size"], encoder_ffn_embed_dim=hf["intermediate_size"],
             encoder_attention_heads=hf["num_attention_heads"],
             max_positions=hf["max_position_embeddings"] - padding_idx - 1,
-            dropout=float(hf.get("hidden_dropout_prob", 0.1)),
-            attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
+            dropout=dropout, attention_dropout=hf["attention_probs_dropout_prob"],
             # HF's classification head falls back to the hidden dropout.
-            pooler_dropout=float(hf.get("hidden_dropout_prob", 0.1) if classifier_dropout is None
-                                 else classifier_dropout),
-            padding_idx=padding_idx, untie_weights_roberta=not hf.get("tie_word_embeddings", True),
-            layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)))
-    except KeyError as error:
-        raise UserError(f"{folder / HF_CONFIG}: lacks the field {error.args[0]!r}") from None
+            pooler_dropout=dropout if hf["classifier_dropout"] is None else hf["classifier_dropout"],
+            padding_idx=padding_idx, untie_weights_roberta=not hf["tie_word_embeddings"],
+            layer_norm_eps=hf["layer_norm_eps"])
     except UserError as error:
         raise UserError(f"{folder / HF_CONFIG}: {error}") from None
 
@@ -376,15 +487,24 @@ def _read_hf_weights(folder: Path, unsafe: bool) -> dict[str, Tensor]:
             continue
         if not name.endswith(".index.json"):
             return _read_weight_file(path, unsafe)
-        try:
-            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, AttributeError) as error:
-            raise UserError(f"{path}: not a readable shard index ({error!r})") from None
         weights: dict[str, Tensor] = {}
-        for shard in shards:
+        for shard in _shard_names(path):
             weights.update(_read_weight_file(folder / shard, unsafe))
         return weights
     raise UserError(f"{folder}: has {HF_CONFIG} but no weights ({' or '.join(HF_WEIGHT_FILES[::2])})")
+
+
+def _shard_names(path: Path) -> list[str]:
+    """The files a `*.index.json` maps the weights to (its `weight_map`: name -> file name)."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise UserError(f"{path}: not a readable shard index ({_one_line(error)})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+        raise UserError(f"{path}: not a shard index (a JSON object whose weight_map maps each weight "
+                        f"to a file name is expected)")
+    return sorted(set(weight_map.values()))
 
 
 def _read_weight_file(path: Path, unsafe: bool) -> dict[str, Tensor]:
@@ -392,15 +512,8 @@ def _read_weight_file(path: Path, unsafe: bool) -> dict[str, Tensor]:
         raise UserError(f"{path}: no such file (listed in the shard index)")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    try:
-        weights = torch.load(path, map_location="cpu", weights_only=not unsafe)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL (\S+)", str(error))
-        raise UserError(f"refusing to unpickle {path}: it needs arbitrary code (global "
-                        f"{found.group(1) if found else '?'}). If you trust the file, pass --unsafe-load") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise UserError(f"{path}: not a PyTorch weight file ({type(error).__name__})") from None
-    if not isinstance(weights, dict) or not all(torch.is_tensor(value) for value in weights.values()):
+    weights = read_torch_file(path, unsafe=unsafe)
+    if not _is_state_dict(weights):
         raise UserError(f"{path}: not a state dict of tensors")
     return weights
 
@@ -420,14 +533,36 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------- checking
 
 
+def _is_state_dict(weights: Any) -> bool:
+    return isinstance(weights, dict) and all(isinstance(key, str) and torch.is_tensor(value)
+                                             for key, value in weights.items())
+
+
+def _check_weight_values(weights: dict[str, Tensor], where: str) -> None:
+    """Weights must be floating point (an integer or complex tensor would be cast without a word)
+    and finite: NaN or infinite ones, saved by a run that diverged, make every output garbage, and
+    no reader (training, validation, the hub, conversion) can use them."""
+    kept = {key: value for key, value in weights.items() if not key.endswith(_BUFFER_SUFFIXES)}
+    for key, value in kept.items():
+        if not value.is_floating_point():
+            raise UserError(f"{where}: the weight {key} has dtype {str(value.dtype).removeprefix('torch.')}; "
+                            f"weights must be floating point (float32, float16 or bfloat16): the file is "
+                            f"damaged or holds something else")
+    broken = [key for key, value in kept.items() if not bool(torch.isfinite(value).all())]
+    if broken:
+        raise UserError(f"{where}: {len(broken)} weights hold NaN or infinite values ({_few(broken, 3)}); the run "
+                        f"that saved them diverged: use an earlier checkpoint")
+
+
 def _reconcile(weights: dict[str, Tensor], config: ModelConfig | None, source: str, path: Path) -> Pretrained:
     """Compare `weights` with the model `config` describes: drop what it does not have, give a
     missing LM head a fresh initialisation, and log both."""
-    heads = {match.group(1): (value.size(1), value.size(0))
-             for key, value in weights.items() if (match := _HEAD_OUT.match(key))}
-    pretrained = Pretrained(weights, config, heads, source)
+    heads = _stored_heads(weights, path)
+    pretrained = Pretrained(weights, config, heads, source, span_heads=[
+        name for name in heads if _is_span_head(weights, name, heads[name])])
     if config is not None:
-        expected = _expected_shapes(config, heads)
+        _check_sizes(config, weights, source, path)
+        expected = _expected_shapes(config, pretrained)
         for key in weights.keys() & expected.keys():
             if tuple(weights[key].shape) != expected[key]:
                 raise UserError(f"{path}: {key} has shape {tuple(weights[key].shape)}, but the model its "
@@ -450,16 +585,81 @@ def _reconcile(weights: dict[str, Tensor], config: ModelConfig | None, source: s
     body = config and f"{config.encoder_layers} layers x {config.encoder_embed_dim}, vocabulary {config.vocab_size}"
     logger.info("read %d tensors from %s (%s%s; classification heads: %s)", len(pretrained.state_dict), path,
                 _DESCRIPTIONS[source], f", {body}" if body else "",
-                ", ".join(f"{name} ({classes} classes)" for name, (_, classes) in heads.items()) or "none")
+                ", ".join(f"{name} ({'span' if name in pretrained.span_heads else f'{classes} classes'})"
+                          for name, (_, classes) in heads.items()) or "none")
     return pretrained
 
 
-def _expected_shapes(config: ModelConfig, heads: dict[str, tuple[int, int]]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of a model with `config` and `heads`, built without allocating memory."""
+def _stored_heads(weights: dict[str, Tensor], path: Path) -> dict[str, tuple[int, int]]:
+    """Each stored head's (inner_dim, num_classes), read off its output projection."""
+    heads = {}
+    for key in weights:
+        if (match := _HEAD_OUT.match(key)) is not None:
+            num_classes, inner_dim = _matrix(weights, key, path)
+            heads[match.group(1)] = (inner_dim, num_classes)
+    return heads
+
+
+def _is_span_head(weights: dict[str, Tensor], name: str, head: tuple[int, int]) -> bool:
+    """A span head (SQuAD's start/end scorer) is an output projection with two outputs and no
+    dense layer before it; a sentence classification head always has one."""
+    return head[1] == 2 and not any(key.startswith(f"classification_heads.{name}.dense.") for key in weights)
+
+
+def _matrix(weights: dict[str, Tensor], key: str, path: Path) -> tuple[int, int]:
+    """The (rows, columns) of a weight that must be a matrix."""
+    shape = tuple(weights[key].shape)
+    if len(shape) != 2:
+        raise UserError(f"{path}: {key} has shape {shape}, not a matrix; the file is damaged")
+    return shape
+
+
+# The config.json fields that state each size, for messages about a Hugging Face folder.
+_HF_SIZE_FIELDS = {"vocab_size": "vocab_size", "encoder_layers": "num_hidden_layers",
+                   "encoder_embed_dim": "hidden_size", "encoder_ffn_embed_dim": "intermediate_size",
+                   "max_positions": "max_position_embeddings"}
+
+
+def _check_sizes(config: ModelConfig, weights: dict[str, Tensor], source: str, path: Path) -> None:
+    """Every size the file's config states must be the one its tensors have. Checked before a model
+    is built from the config, even on the meta device, where 100,000 layers would take minutes."""
+    hf = source == "huggingface"
+    where = path / HF_CONFIG if hf else f"checkpoint {path}: its model config"
+    for name, stored, evidence in _stored_sizes(weights, config.padding_idx, path):
+        stated = getattr(config, name)
+        if stated == stored:
+            continue
+        if hf and name == "max_positions":  # config.json states the table's rows
+            stated += config.padding_idx + 1
+        raise UserError(f"{where}: {_HF_SIZE_FIELDS[name] if hf else name} is {shown(stated)}, but {evidence}; "
+                        f"the config does not describe these weights (pass the config they were saved with)")
+
+
+def _stored_sizes(weights: dict[str, Tensor], padding_idx: int, path: Path) -> Iterator[tuple[str, int, str]]:
+    """Each size of the model as the stored tensors give it, with the tensor that gives it; the
+    layer count first, so that a count with no layers stored is reported as such."""
+    layers = _count_layers(weights, path)
+    yield "encoder_layers", layers, f"the weights hold {layers} layers"
+    fc1 = next((key for index in range(layers) if (key := f"{ENCODER}layers.{index}.fc1.weight") in weights), None)
+    for key, what in ((EMBED_TOKENS, "token embeddings"), (EMBED_POSITIONS, "position embeddings"),
+                      (fc1, "feed-forward weights (fc1)")):
+        if key is None or key not in weights:
+            raise UserError(f"{path}: holds no {what} ({key or ENCODER + 'layers.N.fc1.weight'}), so the sizes its "
+                            f"config states cannot be checked; the file is incomplete")
+    vocab_size, embed_dim = _matrix(weights, EMBED_TOKENS, path)
+    yield "vocab_size", vocab_size, f"{EMBED_TOKENS} has {vocab_size} rows"
+    yield "encoder_embed_dim", embed_dim, f"{EMBED_TOKENS} is {embed_dim} wide"
+    ffn_dim = _matrix(weights, fc1, path)[0]
+    yield "encoder_ffn_embed_dim", ffn_dim, f"{fc1} has {ffn_dim} rows"
+    position_rows = _matrix(weights, EMBED_POSITIONS, path)[0]
+    yield "max_positions", position_rows - padding_idx - 1, f"{EMBED_POSITIONS} has {position_rows} rows"
+
+
+def _expected_shapes(config: ModelConfig, pretrained: Pretrained) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a model with `config` and the stored heads, built without allocating memory."""
     with torch.device("meta"):
         model = RobertaModel(config)
-        for name, (inner_dim, num_classes) in heads.items():
-            model.register_classification_head(name, num_classes, inner_dim)
+        pretrained.register_heads(model)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -13,6 +14,9 @@ logger = logging.getLogger(__name__)
 HEADS_PREFIX = "classification_heads."
 EMBED_TOKENS = "encoder.sentence_encoder.embed_tokens.weight"
 EMBED_POSITIONS = "encoder.sentence_encoder.embed_positions.weight"
+# A layer's key and its index: at most nine digits, as no real model has more layers (and int()
+# refuses over 4,300); a longer one is not read as a layer, so a stray huge index sizes nothing.
+LAYER_KEY = re.compile(r"^encoder\.sentence_encoder\.layers\.(\d{1,9})\.")
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], *, path: str | Path) -> None:
@@ -74,8 +78,7 @@ def _check_positions(ours: dict, theirs: dict, max_positions: int, path: str | P
 
 
 def _num_layers(weights: dict) -> int:
-    prefix = "encoder.sentence_encoder.layers."
-    indices = {int(key[len(prefix):].split(".")[0]) for key in weights if key.startswith(prefix)}
+    indices = {int(match.group(1)) for key in weights if (match := LAYER_KEY.match(key))}
     return max(indices) + 1 if indices else 0
 
 

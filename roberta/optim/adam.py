@@ -26,6 +26,7 @@ import torch
 from torch.optim import Optimizer
 
 from roberta.errors import UserError
+from roberta.flag_types import non_negative_float, positive_float
 from roberta.optim.options import parse_float_tuple
 from roberta.registry import OPTIMIZERS
 
@@ -41,6 +42,13 @@ def parse_betas(text: str) -> tuple[float, float]:
     if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
         raise UserError(f"--adam-betas {text!r}: both betas must be in [0, 1)")
     return beta1, beta2
+
+
+def betas_flag(text: str) -> str:
+    """`--adam-betas` checked when the flags are parsed, and kept as typed: the tuple literal is
+    what fairseq stores in its checkpoints."""
+    parse_betas(text)
+    return text
 
 
 def as_param_groups(params: Params, lr: float) -> list[dict[str, Any]]:
@@ -86,11 +94,13 @@ class Adam(Optimizer):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--adam-betas", default="(0.9, 0.999)", metavar="B",
+        parser.add_argument("--adam-betas", type=betas_flag, default="(0.9, 0.999)", metavar="B",
                             help="betas for Adam as a tuple literal, e.g. '(0.9, 0.98)'")
-        parser.add_argument("--adam-eps", type=float, default=1e-8, metavar="D",
+        # 0 would divide 0 by 0 for every weight without gradient yet (embedding rows not seen).
+        parser.add_argument("--adam-eps", type=positive_float("--adam-eps"), default=1e-8, metavar="D",
                             help="epsilon added to sqrt(v) before bias correction (fairseq's placement)")
-        parser.add_argument("--weight-decay", "--wd", type=float, default=0.0, metavar="WD",
+        parser.add_argument("--weight-decay", "--wd", type=non_negative_float("--weight-decay"), default=0.0,
+                            metavar="WD",
                             help="decoupled weight decay (p -= lr*wd*p), applied to every parameter")
         parser.add_argument("--use-old-adam", action="store_true",
                             help="accepted for fairseq compatibility: this is always fairseq's Adam")
@@ -100,10 +110,6 @@ class Adam(Optimizer):
     @classmethod
     def from_args(cls, args: argparse.Namespace, params: Params) -> Optimizer:
         """Build from parsed flags; an apex FusedAdam when it can run, else `Adam`."""
-        if args.adam_eps < 0:
-            raise UserError(f"--adam-eps must be >= 0, got {args.adam_eps}")
-        if args.weight_decay < 0:
-            raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
         if args.fp16_adam_stats:
             logger.warning("--fp16-adam-stats has no effect: Adam moments are kept in fp32")
         return build_adam(params, lr=args.lr[0], betas=parse_betas(args.adam_betas),

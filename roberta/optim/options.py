@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import ast
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 from roberta.errors import UserError
+from roberta.flag_types import finite_float, non_negative_float, non_negative_int, positive_int
 
 
 def _list_items(values: str | float | Sequence[str | float]) -> list[str | float]:
@@ -72,19 +73,6 @@ def parse_float_tuple(text: str | Sequence[float], flag: str, length: int) -> tu
     return tuple(float(v) for v in value)
 
 
-def _at_least(flag: str, kind: Callable[[str], float], minimum: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise UserError(f"{flag} {text!r} is not a{'n' if kind is int else ''} "
-                            f"{kind.__name__}") from None
-        if not value >= minimum:  # also rejects NaN
-            raise UserError(f"{flag} must be >= {minimum:g}, got {text}")
-        return value
-    return parse
-
-
 def parse_lr_decay(text: str) -> float:
     """`--lr-decay 0.75`: the per-layer LR factor, in (0, 1]; 1 turns layer-wise decay off."""
     try:
@@ -101,7 +89,7 @@ def add_optimization_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=parse_lr, default="0.25", metavar="LR_1,LR_2,...",
                         help="learning rate (peak LR for schedules with warmup); the `fixed` "
                              "scheduler takes a comma list, one LR per epoch")
-    parser.add_argument("--clip-norm", type=_at_least("--clip-norm", float, 0.0), default=0.0,
+    parser.add_argument("--clip-norm", type=non_negative_float("--clip-norm"), default=0.0,
                         metavar="NORM", help="clip the gradient norm to this value (0 disables)")
     parser.add_argument("--update-freq", type=parse_update_freq, default="1", metavar="N1,N2,...",
                         help="accumulate gradients over N mini-batches per update; a comma list "
@@ -110,18 +98,18 @@ def add_optimization_args(parser: argparse.ArgumentParser) -> None:
                         help="after two out-of-memory errors at one micro-batch size, split every mini-batch "
                              "in two and accumulate twice as many (repeatedly if needed), keeping the "
                              "examples per update; without it an OOM only skips its update")
-    parser.add_argument("--max-update", type=_at_least("--max-update", int, 0), default=0, metavar="N",
+    parser.add_argument("--max-update", type=non_negative_int("--max-update"), default=0, metavar="N",
                         help="stop after N updates (0: no limit); also the default decay length "
                              "of polynomial_decay and cosine")
-    parser.add_argument("--max-epoch", type=_at_least("--max-epoch", int, 0), default=0, metavar="N",
+    parser.add_argument("--max-epoch", type=non_negative_int("--max-epoch"), default=0, metavar="N",
                         help="stop after N epochs (0: no limit)")
-    parser.add_argument("--stop-min-lr", type=float, default=-1.0, metavar="LR",
+    parser.add_argument("--stop-min-lr", type=finite_float("--stop-min-lr"), default=-1.0, metavar="LR",
                         help="stop training when the learning rate falls to or below this value")
     parser.add_argument("--lr-decay", "--lr_decay", type=parse_lr_decay, default=1.0, metavar="D",
                         help="layer-wise LR decay: heads and the top encoder layer train at the full LR, "
                              "each layer below at D times the one above, the embeddings at D times "
                              "the bottom layer (1: off; the SQuAD recipe uses 0.75)")
-    parser.add_argument("--lr-decay-layers", "--lr_decay_layers", type=_at_least("--lr-decay-layers", int, 1),
+    parser.add_argument("--lr-decay-layers", "--lr_decay_layers", type=positive_int("--lr-decay-layers"),
                         default=None, metavar="L",
                         help="number of encoder layers for --lr-decay (default: the model's); accepted "
                              "for fairseq-fork commands and must equal the model's layer count")

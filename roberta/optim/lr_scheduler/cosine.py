@@ -14,6 +14,7 @@ import math
 from torch.optim import Optimizer
 
 from roberta.errors import UserError
+from roberta.flag_types import finite_float, float_at_least, non_negative_float, non_negative_int, positive_float
 from roberta.optim.lr_scheduler.base import LRScheduler, check_non_negative, single_lr
 from roberta.registry import LR_SCHEDULERS
 
@@ -44,19 +45,20 @@ class CosineSchedule(LRScheduler):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--warmup-updates", type=int, default=0, metavar="N",
+        parser.add_argument("--warmup-updates", type=non_negative_int("--warmup-updates"), default=0, metavar="N",
                             help="raise the LR linearly to the peak over the first N updates")
-        parser.add_argument("--warmup-init-lr", type=float, default=-1.0, metavar="LR",
+        parser.add_argument("--warmup-init-lr", type=finite_float("--warmup-init-lr"), default=-1.0, metavar="LR",
                             help="LR at the start of the warmup (negative: --min-lr)")
-        parser.add_argument("--min-lr", type=float, default=0.0, metavar="LR",
+        parser.add_argument("--min-lr", type=non_negative_float("--min-lr"), default=0.0, metavar="LR",
                             help="LR at the bottom of the first cosine cycle")
-        parser.add_argument("--max-lr", type=float, default=None, metavar="LR",
+        parser.add_argument("--max-lr", type=positive_float("--max-lr"), default=None, metavar="LR",
                             help="fairseq <= 0.9 style: the peak LR, with --lr as the bottom of the cycle")
-        parser.add_argument("--t-mult", type=float, default=1.0, metavar="M",
+        parser.add_argument("--t-mult", type=float_at_least("--t-mult", 1.0), default=1.0, metavar="M",
                             help="each cycle is M times longer than the previous one")
-        parser.add_argument("--lr-period-updates", type=float, default=-1, metavar="N",
+        parser.add_argument("--lr-period-updates", default=-1, metavar="N",
+                            type=finite_float("--lr-period-updates"),
                             help="length of the first cycle (negative: --max-update minus the warmup)")
-        parser.add_argument("--lr-shrink", type=float, default=0.1, metavar="LS",
+        parser.add_argument("--lr-shrink", type=non_negative_float("--lr-shrink"), default=0.1, metavar="LS",
                             help="each cycle's peak and bottom are LS times the previous cycle's")
 
     @classmethod

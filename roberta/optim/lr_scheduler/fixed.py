@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from torch.optim import Optimizer
 
 from roberta.errors import UserError
+from roberta.flag_types import non_negative_float, non_negative_int, positive_int
 from roberta.optim.lr_scheduler.base import LRScheduler, check_non_negative
 from roberta.registry import LR_SCHEDULERS
 
@@ -32,11 +33,12 @@ class FixedSchedule(LRScheduler):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--force-anneal", "--fa", type=int, default=None, metavar="N",
+        parser.add_argument("--force-anneal", "--fa", default=None, metavar="N",
+                            type=positive_int("--force-anneal"),
                             help="from epoch N on, shrink the last --lr by --lr-shrink every epoch")
-        parser.add_argument("--lr-shrink", type=float, default=0.1, metavar="LS",
+        parser.add_argument("--lr-shrink", type=non_negative_float("--lr-shrink"), default=0.1, metavar="LS",
                             help="factor applied to the LR per epoch once annealing has started")
-        parser.add_argument("--warmup-updates", type=int, default=0, metavar="N",
+        parser.add_argument("--warmup-updates", type=non_negative_int("--warmup-updates"), default=0, metavar="N",
                             help="scale the LR linearly up to its epoch value over the first N updates")
 
     @classmethod

@@ -10,6 +10,7 @@ import math
 from torch.optim import Optimizer
 
 from roberta.errors import UserError
+from roberta.flag_types import finite_float, positive_int
 from roberta.optim.lr_scheduler.base import LRScheduler, single_lr
 from roberta.registry import LR_SCHEDULERS
 
@@ -29,9 +30,9 @@ class InverseSquareRootSchedule(LRScheduler):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--warmup-updates", type=int, default=4000, metavar="N",
+        parser.add_argument("--warmup-updates", type=positive_int("--warmup-updates"), default=4000, metavar="N",
                             help="raise the LR linearly to --lr over the first N updates")
-        parser.add_argument("--warmup-init-lr", type=float, default=-1.0, metavar="LR",
+        parser.add_argument("--warmup-init-lr", type=finite_float("--warmup-init-lr"), default=-1.0, metavar="LR",
                             help="LR at the start of the warmup (negative: 0)")
 
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 from torch.optim import Optimizer
 
 from roberta.errors import UserError
+from roberta.flag_types import non_negative_float, non_negative_int, positive_int
 from roberta.optim.lr_scheduler.base import LRScheduler, check_non_negative, single_lr
 from roberta.registry import LR_SCHEDULERS
 
@@ -39,15 +40,18 @@ class PolynomialDecaySchedule(LRScheduler):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--warmup-updates", type=int, default=0, metavar="N",
+        parser.add_argument("--warmup-updates", type=non_negative_int("--warmup-updates"), default=0, metavar="N",
                             help="raise the LR linearly from 0 to --lr over the first N updates")
-        parser.add_argument("--end-learning-rate", type=float, default=0.0, metavar="LR",
+        parser.add_argument("--end-learning-rate", default=0.0, metavar="LR",
+                            type=non_negative_float("--end-learning-rate"),
                             help="LR reached at --total-num-update and kept afterwards")
-        parser.add_argument("--power", type=float, default=1.0, metavar="P",
+        parser.add_argument("--power", type=non_negative_float("--power"), default=1.0, metavar="P",
                             help="exponent of the decay (1: linear)")
-        parser.add_argument("--total-num-update", type=int, default=None, metavar="N",
+        parser.add_argument("--total-num-update", default=None, metavar="N",
+                            type=positive_int("--total-num-update"),
                             help="update count at which the decay ends (default: --max-update)")
-        parser.add_argument("--force-anneal", "--fa", type=int, default=None, metavar="N",
+        parser.add_argument("--force-anneal", "--fa", default=None, metavar="N",
+                            type=positive_int("--force-anneal"),
                             help="from epoch N on, restart the decay each epoch from the LR reached "
                                  "(fairseq's behaviour; it compounds the decay)")
 

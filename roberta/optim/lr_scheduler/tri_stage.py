@@ -12,9 +12,24 @@ import math
 from torch.optim import Optimizer
 
 from roberta.errors import UserError
+from roberta.flag_types import non_negative_float, non_negative_int, positive_float
 from roberta.optim.lr_scheduler.base import LRScheduler, check_non_negative, single_lr
 from roberta.optim.options import parse_float_tuple
 from roberta.registry import LR_SCHEDULERS
+
+
+def parse_phase_ratio(text: str) -> tuple[float, ...]:
+    """`--phase-ratio '(0.1, 0.4, 0.5)'`: three fractions >= 0 that sum to 1."""
+    ratios = parse_float_tuple(text, "--phase-ratio", 3)
+    if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6) or min(ratios) < 0:
+        raise UserError(f"--phase-ratio {text!r}: the fractions must be >= 0 and sum to 1")
+    return ratios
+
+
+def phase_ratio_flag(text: str) -> str:
+    """`--phase-ratio` checked when the flags are parsed, and kept as typed, as fairseq keeps it."""
+    parse_phase_ratio(text)
+    return text
 
 
 @LR_SCHEDULERS.register("tri_stage")
@@ -38,26 +53,27 @@ class TriStageSchedule(LRScheduler):
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--warmup-steps", type=int, default=0, metavar="N",
+        parser.add_argument("--warmup-steps", type=non_negative_int("--warmup-steps"), default=0, metavar="N",
                             help="updates of linear warmup from lr*init-lr-scale to --lr")
-        parser.add_argument("--hold-steps", type=int, default=0, metavar="N", help="updates at --lr")
-        parser.add_argument("--decay-steps", type=int, default=0, metavar="N",
+        parser.add_argument("--hold-steps", type=non_negative_int("--hold-steps"), default=0, metavar="N",
+                            help="updates at --lr")
+        parser.add_argument("--decay-steps", type=non_negative_int("--decay-steps"), default=0, metavar="N",
                             help="updates of exponential decay down to lr*final-lr-scale")
-        parser.add_argument("--phase-ratio", default=None, metavar="(W, H, D)",
+        parser.add_argument("--phase-ratio", type=phase_ratio_flag, default=None, metavar="(W, H, D)",
                             help="tuple literal of the three stage fractions of --max-update, summing to 1; "
                                  "replaces the three step counts")
-        parser.add_argument("--init-lr-scale", type=float, default=0.01, metavar="S",
+        parser.add_argument("--init-lr-scale", default=0.01, metavar="S",
+                            type=non_negative_float("--init-lr-scale"),
                             help="the warmup starts at --lr times S")
-        parser.add_argument("--final-lr-scale", type=float, default=0.01, metavar="S",
+        parser.add_argument("--final-lr-scale", default=0.01, metavar="S",
+                            type=positive_float("--final-lr-scale"),
                             help="the decay ends at --lr times S")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, optimizer: Optimizer) -> TriStageSchedule:
         steps = (args.warmup_steps, args.hold_steps, args.decay_steps)
         if args.phase_ratio is not None:
-            ratios = parse_float_tuple(args.phase_ratio, "--phase-ratio", 3)
-            if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6) or min(ratios) < 0:
-                raise UserError(f"--phase-ratio {args.phase_ratio!r}: the fractions must be >= 0 and sum to 1")
+            ratios = parse_phase_ratio(args.phase_ratio)
             if args.max_update <= 0:
                 raise UserError("--phase-ratio needs --max-update to turn fractions into update counts")
             steps = tuple(int(args.max_update * ratio) for ratio in ratios)
