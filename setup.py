@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["roberta", "roberta.*"]) + ["tasks", "criterions"],
     install_requires=["torch>=2.2", "numpy", "sentencepiece", "regex", "tqdm"],
     extras_require={
-        "test": ["pytest", "hypothesis", "transformers", "safetensors", "scipy", "scikit-learn"],
+        "test": ["pytest", "hypothesis", "transformers", "safetensors", "scipy", "scikit-learn", "mypy>=2.4"],
     },
     entry_points={
         "console_scripts": [

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from roberta.distributed import DistributedContext, all_reduce_sum
+from roberta.gradient_sync import choose_gradient_sync
 from roberta.trainer import Trainer
 
 # Run as a script, this file's directory is on sys.path: the single-process benchmark's
@@ -67,7 +68,8 @@ def build_ours(args: argparse.Namespace, context: DistributedContext, backend: s
     torch.manual_seed(0)
     single = mlm_training_throughput.build_ours(resolve_preset(args.preset, args), args.lr)
     return Trainer(single.model, single.criterion, single.optimizer, single.lr_scheduler,
-                   device=torch.device("cpu"), seed=1, context=context, ddp_backend=backend)
+                   device=torch.device("cpu"), seed=1, context=context,
+                   gradient_sync=choose_gradient_sync(context, backend))
 
 
 def reference_step(args: argparse.Namespace, groups: list[list[dict]]) -> Callable[[], None]:

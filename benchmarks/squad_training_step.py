@@ -31,12 +31,12 @@ import transformers
 from criterions.squad2 import Squad2Criterion
 from roberta.data.span_windows import SpanWindowDataset
 from roberta.models import ModelConfig, RobertaModel
+from roberta.models.heads import SQUAD_ANSWERABLE_HEAD, SQUAD_SPAN_HEAD
 from roberta.optim.adam import Adam
 from roberta.optim.lr_scheduler.fixed import FixedSchedule
 from roberta.squad_metrics import squad2_metrics
 from roberta.squad_postprocess import Windows, postprocess
 from roberta.trainer import Trainer
-from tasks.squad2 import ANSWERABLE_HEAD, SPAN_HEAD
 
 from model_forward_backward import PAD, PRESETS, VOCAB, measure
 from race_training_step import TokenLines
@@ -67,8 +67,8 @@ def build_ours(preset: str) -> Trainer:
     model = RobertaModel(ModelConfig(vocab_size=VOCAB, encoder_layers=layers, encoder_embed_dim=dim,
                                      encoder_ffn_embed_dim=ffn, encoder_attention_heads=heads, max_positions=512,
                                      dropout=0.1, attention_dropout=0.1))
-    model.register_span_head(SPAN_HEAD)
-    model.register_classification_head(ANSWERABLE_HEAD, num_classes=1)
+    model.register_span_head(SQUAD_SPAN_HEAD)
+    model.register_classification_head(SQUAD_ANSWERABLE_HEAD, num_classes=1)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = Adam(params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     return Trainer(model, Squad2Criterion(padding_idx=PAD), optimizer, FixedSchedule(optimizer, [LR]),

@@ -1,5 +1,8 @@
-"""The metrics fairseq's sentence_prediction and sentence_ranking criterions log, in their order."""
+"""What fairseq's sentence_prediction and sentence_ranking criterions share: the metrics they log,
+in their order, and the per-example records their tasks write."""
 from __future__ import annotations
+
+import torch
 
 from roberta.criterion import LN2, loss_and_accuracy
 
@@ -13,3 +16,10 @@ def classification_metrics(logging_output: dict) -> dict[str, float]:
         metrics = {"loss": metrics.pop("loss"), "nll_loss": logging_output.get("loss", 0.0) / ntokens / LN2,
                    **metrics}
     return metrics
+
+
+def prediction_records(ids: torch.Tensor, predictions: list, target: torch.Tensor | None) -> list[dict]:
+    """One `{"id", "prediction", "label"}` per example; the label is None on an unlabeled split."""
+    labels = target.tolist() if target is not None else [None] * len(predictions)
+    return [{"id": example_id, "prediction": prediction, "label": label}
+            for example_id, prediction, label in zip(ids.tolist(), predictions, labels)]

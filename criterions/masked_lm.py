@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ class MaskedLMCriterion(Criterion):
         self.padding_idx = padding_idx
 
     @classmethod
-    def from_args(cls, args, task) -> "MaskedLMCriterion":
+    def build(cls, settings: Criterion.Settings, task: Any) -> MaskedLMCriterion:
         return cls(padding_idx=task.dictionary.pad())
 
     def forward(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict]:

@@ -2,33 +2,51 @@
 `sentence_prediction` criterion; per-example predictions feed the task's GLUE metrics."""
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from criterions.classification import classification_metrics
+from criterions.classification import classification_metrics, prediction_records
 from roberta.criterion import Criterion
 from roberta.errors import UserError
+from roberta.models.heads import SENTENCE_HEAD
 from roberta.registry import CRITERIONS
 
 
 @CRITERIONS.register("sentence_prediction")
 class SentencePredictionCriterion(Criterion):
+    writes_records = True
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings(Criterion.Settings):
+        """The task's flags this criterion reads (fairseq declares them on both)."""
+        classification_head_name: str = SENTENCE_HEAD
+        regression_target: bool = False
+
     def __init__(self, head_name: str, regression: bool) -> None:
         super().__init__()
         self.head_name = head_name
         self.regression = regression
-        self._records: list[dict] | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, task) -> "SentencePredictionCriterion":
-        return cls(head_name=args.classification_head_name, regression=args.regression_target)
-
-    def collect_predictions(self, records: list[dict] | None) -> None:
-        self._records = records
+    def build(cls, settings: SentencePredictionCriterion.Settings, task: Any) -> SentencePredictionCriterion:
+        return cls(head_name=settings.classification_head_name, regression=settings.regression_target)
 
     def forward(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict]:
+        loss, batch, logging_output, _ = self._score(model, sample)
+        return loss, batch, logging_output
+
+    def forward_with_records(self, model: torch.nn.Module, sample: dict
+                             ) -> tuple[torch.Tensor, int, dict, list[dict]]:
+        """Records predict the class index, or the number when regressing."""
+        loss, batch, logging_output, logits = self._score(model, sample)
+        predictions = logits.view(-1).tolist() if self.regression else logits.argmax(dim=1).tolist()
+        return loss, batch, logging_output, prediction_records(sample["id"], predictions, sample.get("target"))
+
+    def _score(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict, torch.Tensor]:
+        """Loss, sample size, logging output and the head's float32 logits (B x num_classes)."""
         logits, _ = model(sample["net_input"]["src_tokens"], features_only=True,
                           classification_head_name=self.head_name)
         logits = logits.float()
@@ -46,15 +64,7 @@ class SentencePredictionCriterion(Criterion):
             loss = F.cross_entropy(logits, target.long(), reduction="sum")
             logging_output["ncorrect"] = (logits.argmax(dim=1) == target).sum().detach()
         logging_output["loss"] = loss.detach()
-        if self._records is not None:
-            self._record(sample["id"], logits, target)
-        return loss, batch, logging_output
-
-    def _record(self, ids: torch.Tensor, logits: torch.Tensor, target: torch.Tensor | None) -> None:
-        predictions = logits.view(-1).tolist() if self.regression else logits.argmax(dim=1).tolist()
-        labels = target.tolist() if target is not None else [None] * len(predictions)
-        for example_id, prediction, label in zip(ids.tolist(), predictions, labels):
-            self._records.append({"id": example_id, "prediction": prediction, "label": label})
+        return loss, batch, logging_output, logits
 
     @staticmethod
     def reduce_metrics(logging_output: dict) -> dict[str, float]:

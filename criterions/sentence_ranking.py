@@ -1,32 +1,49 @@
 """Ranking loss for multiple choice (RACE): score every option with a 1-output head, softmax over options."""
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from criterions.classification import classification_metrics
+from criterions.classification import classification_metrics, prediction_records
 from roberta.criterion import Criterion
 from roberta.errors import UserError
+from roberta.models.heads import SENTENCE_HEAD
 from roberta.registry import CRITERIONS
 
 
 @CRITERIONS.register("sentence_ranking")
 class SentenceRankingCriterion(Criterion):
+    writes_records = True
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings(Criterion.Settings):
+        """The task's flag naming the scoring head."""
+        ranking_head_name: str = SENTENCE_HEAD
+
     def __init__(self, head_name: str) -> None:
         super().__init__()
         self.head_name = head_name
-        self._records: list[dict] | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, task) -> "SentenceRankingCriterion":
-        return cls(head_name=args.ranking_head_name)
-
-    def collect_predictions(self, records: list[dict] | None) -> None:
-        self._records = records
+    def build(cls, settings: SentenceRankingCriterion.Settings, task: Any) -> SentenceRankingCriterion:
+        return cls(head_name=settings.ranking_head_name)
 
     def forward(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict]:
+        loss, batch, logging_output, _ = self._score(model, sample)
+        return loss, batch, logging_output
+
+    def forward_with_records(self, model: torch.nn.Module, sample: dict
+                             ) -> tuple[torch.Tensor, int, dict, list[dict]]:
+        """Records predict the index of the best-scored option."""
+        loss, batch, logging_output, logits = self._score(model, sample)
+        predictions = logits.argmax(dim=1).tolist()
+        return loss, batch, logging_output, prediction_records(sample["id"], predictions, sample.get("target"))
+
+    def _score(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict, torch.Tensor]:
+        """Loss, sample size, logging output and the float32 option scores (B x num_options)."""
         src_tokens = sample["net_input"]["src_tokens"]
         batch, num_options, width = src_tokens.shape
         # All options in one forward pass: one large batch instead of fairseq's N small ones.
@@ -44,15 +61,7 @@ class SentenceRankingCriterion(Criterion):
             loss = F.cross_entropy(logits, target, reduction="sum")
             logging_output["ncorrect"] = (logits.argmax(dim=1) == target).sum().detach()
         logging_output["loss"] = loss.detach()
-        if self._records is not None:
-            self._record(sample["id"], logits, target)
-        return loss, batch, logging_output
-
-    def _record(self, ids: torch.Tensor, logits: torch.Tensor, target: torch.Tensor | None) -> None:
-        predictions = logits.argmax(dim=1).tolist()
-        labels = target.tolist() if target is not None else [None] * len(predictions)
-        for example_id, prediction, label in zip(ids.tolist(), predictions, labels):
-            self._records.append({"id": example_id, "prediction": prediction, "label": label})
+        return loss, batch, logging_output, logits
 
     @staticmethod
     def reduce_metrics(logging_output: dict) -> dict[str, float]:

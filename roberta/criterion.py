@@ -4,6 +4,7 @@ from __future__ import annotations
 import abc
 import argparse
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,25 +19,38 @@ class Criterion(torch.nn.Module, abc.ABC):
 
     Every value in a logging output is a sum over examples, so outputs of micro-batches,
     updates and ranks can be added together and reduced once with `reduce_metrics`.
+
+    A criterion declares its flags in `add_args` and the values it reads in `Settings`, a frozen
+    dataclass whose field names are the flag dests (empty when it reads none); the command layer
+    fills it and calls `build(settings, task)`.
     """
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings:
+        """The criterion's flags; validation that needs only flags belongs in `__post_init__`."""
+
+    # Whether `forward_with_records` returns per-example records (for the task's predictions).
+    writes_records: bool = False
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
         """Declare the criterion's own flags."""
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, task: Any) -> "Criterion":
+    def build(cls, settings: Any, task: Any) -> Criterion:
+        """The criterion for `task` (set up from its own settings); reads only what it needs."""
         return cls()
-
-    def collect_predictions(self, records: list[dict] | None) -> None:
-        """From now on, append one record per example (a dict with its "id") to `records`; None stops."""
-        if records is not None:
-            raise UserError(f"--save-predictions: the {type(self).__name__} criterion does not produce "
-                            f"per-example predictions")
 
     @abc.abstractmethod
     def forward(self, model: torch.nn.Module, sample: dict) -> tuple[torch.Tensor, int, dict]:
         """Summed loss, sample size, and a logging output whose values are numbers or 0-d tensors."""
+
+    def forward_with_records(self, model: torch.nn.Module, sample: dict
+                             ) -> tuple[torch.Tensor, int, dict, list[dict]]:
+        """`forward`'s triple plus one record per example (a dict with its "id"), for criterions
+        that set `writes_records`."""
+        raise UserError(f"--save-predictions: the {type(self).__name__} criterion does not produce "
+                        f"per-example predictions")
 
     @staticmethod
     @abc.abstractmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 SUBJECTS = {
     "the farmer": "sg", "the teacher": "sg", "a young girl": "sg", "my brother": "sg", "the old king": "sg",
@@ -69,7 +70,7 @@ def make_race_exam(rng: random.Random, questions: int = 3, fillers: int = 1) -> 
     facts = [f"{name} keeps a {thing} in the house." for name, thing in zip(names, kept)]
     sentences = facts + [make_sentence(rng) for _ in range(fillers)]
     rng.shuffle(sentences)
-    exam = {"article": " ".join(sentences), "questions": [], "options": [], "answers": []}
+    exam: dict[str, Any] = {"article": " ".join(sentences), "questions": [], "options": [], "answers": []}
     for name, thing in zip(names, kept):
         wrong = rng.sample([other for other in KEPT_THINGS if other not in kept], 3)
         answer = rng.randrange(4)

@@ -1,6 +1,7 @@
 """Processes and collectives: torchrun, one process per visible GPU, and the few all-reduces we need.
 
-A run is launched in one of three ways, and every rank then calls the same `main(args, context)`:
+A run is launched in one of three ways, and every rank then calls the same `rank_main(payload,
+context)` (the command's own function and its parsed command line, which this module does not read):
 - under `torchrun` (RANK/WORLD_SIZE/LOCAL_RANK in the environment, on one or many machines);
 - plainly with several visible GPUs (or `--distributed-world-size N`): we start one process
   per GPU ourselves, as fairseq does, meeting at a free localhost port;
@@ -21,8 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from roberta.cli.common import exit_on_user_error, import_user_modules
-from roberta.errors import UserError
+from roberta.errors import UserError, exit_on_user_error
 from roberta.stop_signals import STOP_EXIT_CODES, STOP_SIGNALS
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -54,7 +54,17 @@ class DistributedContext:
 
 
 SINGLE_PROCESS = DistributedContext()
-RankMain = Callable[[argparse.Namespace, DistributedContext], None]
+RankMain = Callable[[Any, DistributedContext], None]
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """The process flags; `distributed_world_size` is the resolved count (see `resolve_world_size`)."""
+    distributed_world_size: int = 1
+    distributed_init_method: str | None = None
+    ddp_backend: str = "pytorch_ddp"
+    find_unused_parameters: bool = False
+    cpu: bool = False
 
 
 def add_distributed_args(parser: argparse.ArgumentParser) -> None:
@@ -78,9 +88,9 @@ def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
-def resolve_world_size(args: argparse.Namespace) -> int:
-    """The number of processes this command line asks for; checks it against what exists."""
-    requested = args.distributed_world_size
+def resolve_world_size(requested: int | None, cpu: bool) -> int:
+    """The number of processes `--distributed-world-size` (None: not given) asks for; checks it
+    against what exists."""
     if requested is not None and requested < 1:
         raise UserError(f"--distributed-world-size must be >= 1, got {requested}")
     if launched_by_torchrun():
@@ -89,28 +99,28 @@ def resolve_world_size(args: argparse.Namespace) -> int:
             raise UserError(f"--distributed-world-size {requested} does not match torchrun's WORLD_SIZE "
                             f"{world}; drop the flag under torchrun")
         return world
-    gpus = 0 if args.cpu or not torch.cuda.is_available() else torch.cuda.device_count()
+    gpus = 0 if cpu or not torch.cuda.is_available() else torch.cuda.device_count()
     if requested is None:
         return max(gpus, 1)
-    if requested > 1 and not args.cpu and gpus < requested:
+    if requested > 1 and not cpu and gpus < requested:
         raise UserError(f"--distributed-world-size {requested} needs {requested} GPUs but {gpus} are "
                         f"visible; add --cpu for CPU processes or use torchrun across machines")
     return requested
 
 
-def launch(rank_main: RankMain, args: argparse.Namespace, prog: str) -> None:
-    """Run `rank_main(args, context)` on every rank this command line asks for."""
-    world = resolve_world_size(args)
-    args.distributed_world_size = world
+def launch(rank_main: RankMain, payload: Any, settings: DistributedSettings, prog: str) -> None:
+    """Run `rank_main(payload, context)` on each of the `settings.distributed_world_size` ranks.
+    A spawned rank starts with empty registries: `rank_main` loads its plugins itself."""
+    world = settings.distributed_world_size
     if launched_by_torchrun():
         context = DistributedContext(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world)
-        _run_rank(rank_main, args, context, "env://")
+        _run_rank(rank_main, payload, context, "env://", settings.cpu)
     elif world == 1:
-        rank_main(args, SINGLE_PROCESS)
+        rank_main(payload, SINGLE_PROCESS)
     else:
-        init_method = args.distributed_init_method or f"tcp://localhost:{_free_port()}"
+        init_method = settings.distributed_init_method or f"tcp://localhost:{_free_port()}"
         try:
-            _spawn_and_join(world, args=(rank_main, args, world, init_method, prog))
+            _spawn_and_join(world, rank_args=(rank_main, payload, world, init_method, prog, settings.cpu))
         except torch.multiprocessing.ProcessExitedException as error:
             if error.signal_name:
                 raise SystemExit(f"{prog}: error: process {error.error_index} was killed by {error.signal_name}; "
@@ -121,10 +131,10 @@ def launch(rank_main: RankMain, args: argparse.Namespace, prog: str) -> None:
             raise SystemExit(f"{prog}: error: a training process failed:\n{error}") from None
 
 
-def _spawn_and_join(world: int, args: tuple) -> None:
+def _spawn_and_join(world: int, rank_args: tuple) -> None:
     """Start the ranks and wait for them. A SIGTERM or SIGINT sent to this launcher alone (`kill`,
     a scheduler) is passed on to every rank as SIGTERM, so they stop together at a safe point."""
-    ranks = torch.multiprocessing.spawn(_spawned_rank, args=args, nprocs=world, join=False)
+    ranks = torch.multiprocessing.spawn(_spawned_rank, args=rank_args, nprocs=world, join=False)
 
     def forward(signum: int, frame: object) -> None:
         for process in ranks.processes:
@@ -150,25 +160,23 @@ def _spawn_and_join(world: int, args: tuple) -> None:
             signal.signal(signum, handler)
 
 
-def _spawned_rank(index: int, rank_main: RankMain, args: argparse.Namespace, world: int,
-                  init_method: str, prog: str) -> None:
+def _spawned_rank(index: int, rank_main: RankMain, payload: Any, world: int, init_method: str, prog: str,
+                  cpu: bool) -> None:
     with exit_on_user_error(f"{prog} (rank {index})" if index else prog):
-        # A spawned interpreter starts with empty registries.
-        import_user_modules(args.user_dir)
-        if args.cpu and "OMP_NUM_THREADS" not in os.environ:
+        if cpu and "OMP_NUM_THREADS" not in os.environ:
             # CPU processes share the machine's cores instead of each claiming all of them.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-        _run_rank(rank_main, args, DistributedContext(index, index, world), init_method)
+        _run_rank(rank_main, payload, DistributedContext(index, index, world), init_method, cpu)
 
 
-def _run_rank(rank_main: RankMain, args: argparse.Namespace, context: DistributedContext, init_method: str) -> None:
-    use_cuda = not args.cpu and torch.cuda.is_available()
+def _run_rank(rank_main: RankMain, payload: Any, context: DistributedContext, init_method: str, cpu: bool) -> None:
+    use_cuda = not cpu and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(context.local_rank)
     dist.init_process_group("nccl" if use_cuda else "gloo", init_method=init_method,
                             rank=context.rank, world_size=context.world_size)
     try:
-        rank_main(args, context)
+        rank_main(payload, context)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -262,7 +270,7 @@ class _DataParallel(torch.nn.parallel.DistributedDataParallel):
 
 
 def wrap_data_parallel(model: torch.nn.Module, device: torch.device,
-                       find_unused_parameters: bool) -> torch.nn.Module:
+                       find_unused_parameters: bool) -> torch.nn.parallel.DistributedDataParallel:
     """torch DDP around `model`; parameters are broadcast from rank 0 here."""
     device_ids = [device.index] if device.type == "cuda" else None
     return _DataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)

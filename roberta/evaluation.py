@@ -1,10 +1,10 @@
 """Validation passes: summed criterion outputs over a split, reduced to metrics once."""
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +14,8 @@ from roberta.criterion import sum_logging_outputs
 from roberta.distributed import all_gather_objects, all_reduce_sum, broadcast_object, is_initialized
 from roberta.errors import UserError
 from roberta.data.iterators import EpochBatchIterator
-from roberta.logging import ProgressLogger
+from roberta.logging import ProgressLogger, default_log_format
+from roberta.task import Task
 from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.valid")
@@ -29,15 +30,17 @@ class ValidationStopped(Exception):
     at the same step, and the pass is abandoned."""
 
 
-def evaluate(trainer: Trainer, iterator: EpochBatchIterator,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+def evaluate(trainer: Trainer, iterator: EpochBatchIterator, should_stop: Callable[[], bool] | None = None, *,
+             with_records: bool = False) -> tuple[dict[str, float], list[dict]]:
     """Metrics of one full pass, then fairseq's throughput fields (`wps`, and `wpb`/`bsz` per
-    validation step over all ranks) and `num_examples`: how many examples were scored.
+    validation step over all ranks) and `num_examples`: how many examples were scored; and, `with_records`,
+    the criterion's per-example records of this rank's examples (else an empty list).
 
     `should_stop` (this rank got a stop signal) is asked between batches; once it is true on
     any rank, every rank raises ValidationStopped, so a scheduler's grace period is not spent on
     a pass whose score would never be used."""
     logging_outputs = []
+    records: list[dict] = []
     counts = {"num_examples": 0, "num_tokens": 0}
     steps = 0  # the same on every rank: short shards are padded with empty batches
     start = time.perf_counter()
@@ -47,7 +50,9 @@ def evaluate(trainer: Trainer, iterator: EpochBatchIterator,
                 raise ValidationStopped
             steps += 1
             if sample:
-                logging_outputs.append(trainer.valid_step(sample))
+                logging_output, batch_records = trainer.valid_step(sample, with_records=with_records)
+                logging_outputs.append(logging_output)
+                records.extend(batch_records)
                 counts["num_examples"] += int(sample["nsentences"])
                 counts["num_tokens"] += int(sample["ntokens"])
     totals = _sum_over_ranks({**sum_logging_outputs(logging_outputs), **counts})
@@ -58,7 +63,7 @@ def evaluate(trainer: Trainer, iterator: EpochBatchIterator,
     stats["wpb"] = round(counts["num_tokens"] / max(steps, 1), 1)
     stats["bsz"] = round(counts["num_examples"] / max(steps, 1), 1)
     stats["num_examples"] = counts["num_examples"]
-    return stats
+    return stats, records
 
 
 def _stop_agreed(should_stop: Callable[[], bool], step: int) -> bool:
@@ -77,17 +82,32 @@ def _sum_over_ranks(totals: dict) -> dict:
     return summed
 
 
+@dataclass(frozen=True, kw_only=True)
+class ValidationSettings:
+    """The flags a validation pass reads (field names are the flag dests)."""
+    valid_subset: str = "valid"
+    best_checkpoint_metric: str = "loss"
+    # As the logging flags: a tqdm bar on a terminal, plain lines otherwise.
+    log_format: str = field(default_factory=default_log_format)
+    save_predictions: str | None = None
+
+    @property
+    def subsets(self) -> list[str]:
+        """The comma-separated `--valid-subset` names, in order."""
+        return [name for name in self.valid_subset.split(",") if name]
+
+
 class Validator:
     """Validates on every `--valid-subset`; the first subset's metric decides the best checkpoint.
     With `should_stop`, a pass raises ValidationStopped when a stop is requested (see `evaluate`)."""
 
-    def __init__(self, args: argparse.Namespace, task, build_iterator,
+    def __init__(self, settings: ValidationSettings, task: Task, build_iterator: Callable[[str], EpochBatchIterator],
                  should_stop: Callable[[], bool] | None = None) -> None:
-        self.subsets = [name for name in args.valid_subset.split(",") if name]
-        self.metric = getattr(args, "best_checkpoint_metric", "loss")
-        self.log_format = args.log_format
+        self.subsets = settings.subsets
+        self.metric = settings.best_checkpoint_metric
+        self.log_format = settings.log_format
         self.task = task
-        self.save_predictions = getattr(args, "save_predictions", None)
+        self.save_predictions = settings.save_predictions
         self._build_iterator = build_iterator
         self._should_stop = should_stop
         self._first_iterators: dict[str, EpochBatchIterator] = {}
@@ -105,16 +125,12 @@ class Validator:
         first_metric = None
         for subset in self.subsets:
             logger.info('begin validation on "%s" subset', subset)
-            records = [] if self.save_predictions or self.task.scores_predictions else None
-            trainer.criterion.collect_predictions(records)
-            try:
-                stats = evaluate(trainer, self._iterator(subset), self._should_stop)
-            finally:
-                trainer.criterion.collect_predictions(None)
-            if records is not None:
+            with_records = bool(self.save_predictions) or self.task.scores_predictions
+            stats, records = evaluate(trainer, self._iterator(subset), self._should_stop, with_records=with_records)
+            if with_records:
                 stats.update(self._report_predictions(records, subset))
             stats["num_updates"] = trainer.num_updates
-            if end_of_epoch and subset == self.subsets[0]:
+            if end_of_epoch and epoch is not None and subset == self.subsets[0]:
                 self._warn_if_chance(stats, subset, epoch)
             if first_metric is None and manager is not None:
                 first_metric = self._metric_value(stats)
@@ -136,13 +152,13 @@ class Validator:
     def _report_predictions(self, records: list[dict], subset: str) -> dict[str, float]:
         """Gather every rank's records; one process (rank 0) scores them and writes them in dataset order,
         and every rank gets its metrics."""
-        records = gather_records(records)
+        gathered = gather_records(records)
         metrics = {}
-        if records is not None:
+        if gathered is not None:
             path = Path(self.save_predictions) if self.save_predictions else None
             if path is not None and len(self.subsets) > 1:
                 path = path.with_name(f"{path.stem}.{subset}{path.suffix}")
-            metrics = self.task.report_predictions(records, subset, path)
+            metrics = self.task.report_predictions(gathered, subset, path)
         return broadcast_object(metrics)
 
     def _warn_if_chance(self, stats: dict, subset: str, epoch: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,8 +21,9 @@ from roberta.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-# Buffers that fairseq keeps in its state dicts (they are not parameters).
-_BUFFER_SUFFIXES = (".version", "._float_tensor")
+# Buffers fairseq keeps in its state dicts that are not weights (format versions, a device marker
+# of sinusoidal positions).
+FAIRSEQ_BUFFER_SUFFIXES = (".version", "._float_tensor")
 _FUSED_IN_PROJ = re.compile(r"^(.*\.self_attn\.)in_proj_(weight|bias)$")
 # fairseq class names in `optimizer_history` -> ours, so that a resume recognises its own run.
 _OPTIMIZERS = {"FairseqAdam": "Adam"}
@@ -36,7 +38,7 @@ def parameter_names(raw_weights: dict[str, Tensor]) -> list[str]:
     a tensor seen before (a tied LM head shares the token embeddings' storage)."""
     names, seen = [], set()
     for name, value in raw_weights.items():
-        if name.endswith(_BUFFER_SUFFIXES):
+        if name.endswith(FAIRSEQ_BUFFER_SUFFIXES):
             continue
         key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
         if key in seen:
@@ -100,9 +102,11 @@ def history_in_our_names(history: list[dict], optimizer: str | None) -> list[dic
     translated = []
     for entry in history:
         entry = dict(entry)
-        name = entry.get("optimizer_name")
+        # Whatever the file holds there, None when absent; either way unknown values stay.
+        name: Any = entry.get("optimizer_name")
+        criterion: Any = entry.get("criterion_name")
         entry["optimizer_name"] = inner if name in _FP16_WRAPPERS and inner else _OPTIMIZERS.get(name, name)
-        entry["criterion_name"] = _CRITERIONS.get(entry.get("criterion_name"), entry.get("criterion_name"))
+        entry["criterion_name"] = _CRITERIONS.get(criterion, criterion)
         translated.append(entry)
     return translated
 

@@ -121,7 +121,7 @@ class RobertaHubInterface(nn.Module):
 
     # ----------------------------------------------------------------------------- text
 
-    def encode(self, sentence: str, *addl_sentences: str, no_separator: bool = False) -> torch.LongTensor:
+    def encode(self, sentence: str, *addl_sentences: str, no_separator: bool = False) -> torch.Tensor:
         """`<s> A </s>`, then `</s> B </s>` for each further sentence (`B </s>` with
         `no_separator`), as dictionary indices. GPT-2's BPE is sensitive to a leading space:
         "world" and " world" encode differently."""

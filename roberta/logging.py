@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Iterable, Iterator, Mapping, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -38,11 +38,11 @@ class _StderrHandler(logging.StreamHandler):
     a notebook or a caller capturing output), instead of keeping a possibly closed stream."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: object) -> None:
         pass
 
 
@@ -366,4 +366,4 @@ def _emit(tag: str, message: str) -> None:
     # The record is named after the tag (fairseq prints `| train_inner |`), but it is
     # handled by roberta.progress, so levels and handlers configured for it still apply.
     if _progress.isEnabledFor(logging.INFO):
-        _progress.handle(_progress.makeRecord(tag, logging.INFO, __file__, 0, message, None, None))
+        _progress.handle(_progress.makeRecord(tag, logging.INFO, __file__, 0, message, (), None))

@@ -241,9 +241,10 @@ class MeterGroup:
         if kind == "stopwatch":
             raise ValueError(f"meter {name!r}: use stopwatch({name!r}).start()/stop() for timers")
         meter = self._get(name, kind)
-        if kind == "avg":
+        if isinstance(meter, AverageMeter):
             meter.update(value, weight)
         else:
+            assert not isinstance(meter, StopwatchMeter)  # refused above; narrows the union
             meter.update(value)
 
     def stopwatch(self, name: str) -> StopwatchMeter:

@@ -19,7 +19,7 @@ import torch
 
 from roberta.errors import UserError
 from roberta.flag_types import non_negative_float, positive_float, positive_int, probability
-from roberta.optim.loss_scaler import DynamicLossScaler
+from roberta.optim.loss_scaler import NO_LOSS_SCALING, DynamicLossScaler, LossScaler, LossScalerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Precision:
 FP32 = Precision()
 
 
-def add_precision_args(parser: argparse.ArgumentParser) -> None:
+def add_precision_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """fairseq's precision and loss-scaling flags (a parser or an argument group)."""
     parser.add_argument("--fp16", action="store_true",
                         help="float16 arithmetic (autocast) with dynamic loss scaling; weights, gradients "
@@ -77,25 +77,34 @@ def add_precision_args(parser: argparse.ArgumentParser) -> None:
                              "flattened into one buffer")
 
 
-def _given(args: argparse.Namespace, *names: str) -> list[str]:
-    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name)]
+@dataclass(frozen=True)
+class PrecisionSettings:
+    """The precision flags, checked together."""
+    fp16: bool = False
+    memory_efficient_fp16: bool = False
+    bf16: bool = False
+    memory_efficient_bf16: bool = False
+
+    def __post_init__(self) -> None:
+        if self.float16_flags and self.bfloat16_flags:
+            raise UserError(f"{'/'.join(self.float16_flags)} and {'/'.join(self.bfloat16_flags)} cannot be "
+                            f"combined; choose float16 (with loss scaling) or bfloat16 (no scaling needed)")
+
+    @property
+    def float16_flags(self) -> list[str]:
+        return [flag for flag, given in (("--fp16", self.fp16), ("--memory-efficient-fp16",
+                                                                   self.memory_efficient_fp16)) if given]
+
+    @property
+    def bfloat16_flags(self) -> list[str]:
+        return [flag for flag, given in (("--bf16", self.bf16), ("--memory-efficient-bf16",
+                                                                  self.memory_efficient_bf16)) if given]
 
 
-def validate_precision_args(args: argparse.Namespace) -> None:
-    """Fail before any data is read on precision flags that cannot work together."""
-    half, bfloat = _given(args, "fp16", "memory_efficient_fp16"), _given(args, "bf16", "memory_efficient_bf16")
-    if half and bfloat:
-        raise UserError(f"{'/'.join(half)} and {'/'.join(bfloat)} cannot be combined; choose float16 (with "
-                        f"loss scaling) or bfloat16 (no scaling needed)")
-    if half and args.fp16_scale_window is None and len(args.update_freq) > 1:
-        raise UserError(f"--update-freq {','.join(map(str, args.update_freq))} changes per epoch, so the "
-                        f"default --fp16-scale-window (2**14 / --update-freq) is ambiguous; give "
-                        f"--fp16-scale-window explicitly")
-
-
-def resolve_precision(args: argparse.Namespace, device: torch.device) -> Precision:
+def resolve_precision(settings: PrecisionSettings, device: torch.device) -> Precision:
     """The precision the flags ask for, as far as `device` can run it (logged once)."""
-    half, bfloat = _given(args, "memory_efficient_fp16", "fp16"), _given(args, "memory_efficient_bf16", "bf16")
+    # The memory-efficient flag names the mode when both are given.
+    half, bfloat = settings.float16_flags[::-1], settings.bfloat16_flags[::-1]
     if half and device.type != "cuda":
         logger.warning("%s needs a CUDA GPU; running in fp32 on the CPU (the loss-scaling flags are ignored)",
                        half[0])
@@ -103,7 +112,7 @@ def resolve_precision(args: argparse.Namespace, device: torch.device) -> Precisi
     if bfloat and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError(f"{bfloat[0]}: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
                         f"use --fp16 instead")
-    memory_efficient = args.memory_efficient_fp16 or args.memory_efficient_bf16
+    memory_efficient = settings.memory_efficient_fp16 or settings.memory_efficient_bf16
     if half or bfloat:
         dtype = torch.float16 if half else torch.bfloat16
         precision = Precision(autocast_dtype=dtype, param_dtype=dtype if memory_efficient else torch.float32,
@@ -115,8 +124,9 @@ def resolve_precision(args: argparse.Namespace, device: torch.device) -> Precisi
     return precision
 
 
-def build_loss_scaler(args: argparse.Namespace, precision: Precision) -> DynamicLossScaler | None:
-    return DynamicLossScaler.from_args(args) if precision.loss_scaling else None
+def build_loss_scaler(precision: Precision, settings: LossScalerSettings) -> LossScaler:
+    """A dynamic loss scaler for float16, none otherwise."""
+    return DynamicLossScaler.build(settings) if precision.loss_scaling else NO_LOSS_SCALING
 
 
 def _name(dtype: torch.dtype) -> str:

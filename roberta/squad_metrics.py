@@ -222,7 +222,8 @@ def _best_threshold(scores: Mapping[str, float], predictions: Mapping[str, str],
                     answerable: Mapping[str, bool]) -> tuple[float, float]:
     """The official sweep: start with every question abstaining, then answer them one by one in
     ascending na_prob order (stable), keeping the best running score and the na_prob reached."""
-    current = best = sum(1 for answers in answerable.values() if not answers)
+    best: float = sum(1 for answers in answerable.values() if not answers)
+    current = best
     best_thresh = 0.0
     # Only the evaluated ids: ignored extras may hold anything, and skipping them keeps the order.
     for qid in sorted((qid for qid in na_probs if qid in scores), key=na_probs.__getitem__):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import Any, Callable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_EXIT_CODES = frozenset(128 + signum for signum in STOP_SIGNALS)
@@ -28,7 +29,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     @property
     def requested(self) -> bool:

@@ -173,13 +173,13 @@ def _row(task: TaskMetric, setting: str, seeds_planned: int, runs: list[RunScore
 
 def _best_row(rows: Sequence[Row]) -> Row | None:
     """Best mean among rows with results; the first in grid order wins a tie."""
-    best = None
+    best, best_mean = None, 0.0
     for row in rows:
         if row.stats is None:
             continue
-        if best is None or (row.stats.mean > best.stats.mean if row.task.maximize
-                            else row.stats.mean < best.stats.mean):
-            best = row
+        mean = row.stats.mean
+        if best is None or (mean > best_mean if row.task.maximize else mean < best_mean):
+            best, best_mean = row, mean
     return best
 
 
@@ -204,9 +204,10 @@ def summarize_tasks(rows: Sequence[Row], task_names: Sequence[str]) -> Summary:
 
 
 def _average(best: Mapping[str, Row], names: Sequence[str]) -> float | None:
-    if not names or any(name not in best for name in names):
+    means = [stats.mean for name in names if name in best and (stats := best[name].stats) is not None]
+    if not names or len(means) < len(names):
         return None
-    return statistics.fmean(best[name].stats.mean for name in names)
+    return statistics.fmean(means)
 
 
 def _number(value: float | None) -> str:
@@ -248,7 +249,7 @@ def _summary_markdown(summary: Summary, task_names: Sequence[str]) -> list[str]:
     lines = ["## Summary", "", "| task | best setting | metric | seeds | mean |", "| --- | --- | --- | --- | ---: |"]
     for name in task_names:
         row = summary.best.get(name)
-        if row is None:
+        if row is None or row.stats is None:  # a best row always has stats; this narrows the type
             lines.append(f"| {name} | (no finished run) | | | - |")
         else:
             lines.append(f"| {name} | {row.setting} | {row.task.metric} | {row.stats.count}/{row.seeds_planned} "

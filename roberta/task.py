@@ -3,18 +3,35 @@ from __future__ import annotations
 
 import abc
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from roberta.data.dictionary import Dictionary
 from roberta.data.indexed_dataset import MMapIndexedDataset, TokenIdRange, dataset_exists, load_indexed_dataset
 from roberta.errors import UserError
+from roberta.models.config import ModelConfig
+from roberta.models.roberta import RobertaModel
 
 
 class Task(abc.ABC):
-    """A task owns its data (datasets, dictionary), adds its heads to the model and picks a criterion."""
+    """A task owns its data (datasets, dictionary), adds its heads to the model and picks a criterion.
+
+    A task declares its flags in `add_args` and the values it reads in `Settings`, a frozen
+    dataclass whose field names are those flags' dests. The command layer fills the settings from
+    the parsed flags (plus the derived fields a task documents, such as `max_positions` or
+    `criterion`), then calls `setup_task(settings)` and `build_model(model_config)`.
+    """
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings:
+        """The task's flags; validation that needs only flags belongs in `__post_init__`."""
+
+    # Whether `report_predictions` can write the criterion's records (`--save-predictions`).
+    writes_predictions: bool = False
+    # True when validation metrics come from per-example predictions (SQuAD's F1), so the
+    # criterion's records are collected on every validation, not only for --save-predictions.
+    scores_predictions: bool = False
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
@@ -22,34 +39,30 @@ class Task(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def setup_task(cls, args: argparse.Namespace) -> "Task":
-        """Check the task's flags, load its dictionary, return the task."""
+    def setup_task(cls, settings: Any) -> Task:
+        """Check what the settings name on disk, load the dictionary, return the task. `settings` is
+        an instance of `cls.Settings`; the task keeps what it needs and never changes it."""
 
     @abc.abstractmethod
     def load_dataset(self, split: str, epoch: int = 1) -> Any:
         """Return a dataset following the contract in CONTRIBUTING.md."""
 
     @abc.abstractmethod
-    def build_model(self, args: argparse.Namespace) -> torch.nn.Module:
-        """The model with this task's heads registered."""
+    def build_model(self, config: ModelConfig) -> RobertaModel:
+        """The model for `config` (built by the command layer, with `vocab_size=len(self.dictionary)`)
+        with this task's heads registered."""
 
     @abc.abstractmethod
     def max_positions(self) -> int:
         """The longest example (in tokens) the task feeds the model."""
 
-    def begin_valid_epoch(self, epoch: int) -> None:
-        """Hook before a validation pass (e.g. to reset prediction buffers)."""
-
     def chance_accuracy(self) -> float | None:
         """Validation accuracy (%) of guessing, for the stuck-at-chance warning; None if it does not apply."""
         return None
 
-    # True when validation metrics come from per-example predictions (SQuAD's F1), so the
-    # criterion's records are collected on every validation, not only for --save-predictions.
-    scores_predictions = False
-
     def report_predictions(self, records: list[dict], split: str, path: Path | None) -> dict[str, float]:
-        """Metrics from the criterion's per-example records (sorted by id); writes them to `path` if given."""
+        """Metrics from the criterion's per-example records (sorted by id); writes them to `path` if given.
+        Tasks that set `writes_predictions` or `scores_predictions` implement it."""
         raise UserError(f"--save-predictions: this task ({type(self).__name__}) has no prediction format")
 
 

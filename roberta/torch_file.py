@@ -15,7 +15,7 @@ import re
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 # Released fairseq RoBERTa `model.pt` files keep their config in an argparse.Namespace, which is
 # inert to rebuild (attributes only), so allowing it does not open the door to code execution.
-_SAFE_GLOBALS = [argparse.Namespace]
+_SAFE_GLOBALS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [argparse.Namespace]
 _ZIP_LOCAL_HEADER, _ZIP_LOCAL_HEADER_SIZE = b"PK\x03\x04", 30
 # torch.save's legacy format: pickles of the magic number, protocol, system info, the checkpoint
 # and its storage keys, then the raw tensor data.

@@ -1,31 +1,40 @@
 """One update at a time: micro-batches, gradient normalisation, clipping, the optimizer step."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from roberta import checkpoint
+from roberta import fairseq_resume
+from roberta.checkpoint.files import build_checkpoint_state
+from roberta.checkpoint.restore import TrainerState
 from roberta.criterion import Criterion, sum_logging_outputs
-from roberta.distributed import (OVERLAPPING_BACKENDS, SINGLE_PROCESS, DistributedContext, all_reduce_gradients,
-                                 all_reduce_sum, wrap_data_parallel)
+from roberta.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum
 from roberta.errors import UserError
 from roberta.faults import ENVIRONMENT_VARIABLE as FAULTS_VARIABLE, SLOW_VALIDATE_SECONDS, FaultInjector
-from roberta.models.weights import load_model_weights
+from roberta.gradient_sync import GradientSync, choose_gradient_sync
+from roberta.models.roberta import RobertaModel
 from roberta.oom import OomBackoff, is_out_of_memory, release_memory, report_oom
-from roberta.optim.loss_scaler import DynamicLossScaler
+from roberta.optim.layer_decay import align_saved_groups
+from roberta.optim.loss_scaler import NO_LOSS_SCALING, LossScaler
 from roberta.precision import FP32, Precision
 
 logger = logging.getLogger(__name__)
 
 
-class TrainingDiverged(UserError):
-    """The loss or gradient became inf/NaN outside fp16 overflow handling."""
+@dataclass
+class _LocalPart:
+    """One rank's share of an update before the ranks agree on it."""
+    logging_outputs: list[dict]
+    sample_size: int
+    out_of_memory: bool
+    # torch DDP: the backward that all-reduces waits until every rank agrees the update goes ahead.
+    deferred_loss: torch.Tensor | None
 
 
 class Trainer:
@@ -34,16 +43,18 @@ class Trainer:
     The gradient of an update is the sum of per-example losses over all micro-batches and all
     ranks divided by the total sample size, as in fairseq, so `--update-freq N` equals an N
     times larger batch and world size W with `--update-freq 1` equals one process with W.
-    With a `loss_scaler` (float16) an update whose gradient overflows is skipped, as in fairseq:
-    it does not count in `num_updates` and leaves the weights and the LR as they were. An
-    out-of-memory error in any micro-batch of any rank skips the update on every rank alike.
+    With a dynamic `loss_scaler` (float16) an update whose gradient overflows is skipped, as in
+    fairseq: it does not count in `num_updates` and leaves the weights and the LR as they were.
+    An out-of-memory error in any micro-batch of any rank skips the update on every rank alike.
+    How gradients are summed over processes is the `gradient_sync` strategy (one process by
+    default).
     """
 
-    def __init__(self, model: torch.nn.Module, criterion: Criterion, optimizer: torch.optim.Optimizer,
+    def __init__(self, model: RobertaModel, criterion: Criterion, optimizer: torch.optim.Optimizer | None,
                  lr_scheduler: Any, *, device: torch.device, clip_norm: float = 0.0, seed: int = 1,
-                 precision: Precision = FP32, loss_scaler: DynamicLossScaler | None = None,
-                 context: DistributedContext = SINGLE_PROCESS, ddp_backend: str = "pytorch_ddp",
-                 find_unused_parameters: bool = False, oom_backoff: bool = False) -> None:
+                 precision: Precision = FP32, loss_scaler: LossScaler = NO_LOSS_SCALING,
+                 context: DistributedContext = SINGLE_PROCESS, gradient_sync: GradientSync | None = None,
+                 oom_backoff: bool = False) -> None:
         self.device = device
         self.precision = precision
         self.loss_scaler = loss_scaler
@@ -56,11 +67,7 @@ class Trainer:
         self.seed = seed
         self.num_updates = 0
         self.context = context
-        self.ddp_backend = ddp_backend
-        # torch DDP all-reduces during the last micro-batch's backward; otherwise we do it after.
-        self._overlap = context.is_distributed and ddp_backend in OVERLAPPING_BACKENDS
-        self._find_unused_parameters = find_unused_parameters
-        self._wrapped_model: torch.nn.Module | None = None
+        self.gradient_sync = gradient_sync or choose_gradient_sync(context, device=device)
         self.oom_updates = 0
         self.overflow_updates = 0  # skipped for an fp16 gradient overflow
         self.oom_backoff = OomBackoff(oom_backoff)
@@ -76,13 +83,11 @@ class Trainer:
         self._optimizer_history: list[dict] = []
 
     @property
-    def _train_model(self) -> torch.nn.Module:
-        """The model training passes run through: wrapped in torch DDP at the first update (every
-        rank gets there together), so a validation-only process never builds the wrapper."""
-        if self._wrapped_model is None:
-            self._wrapped_model = (wrap_data_parallel(self.model, self.device, self._find_unused_parameters)
-                                   if self._overlap else self.model)
-        return self._wrapped_model
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer, for training; a trainer that only validates (roberta-validate) has none."""
+        if self.optimizer is None:
+            raise ValueError("this Trainer was built without an optimizer: it can only validate")
+        return self.optimizer
 
     def get_lr(self) -> float:
         return self.lr_scheduler.get_lr()
@@ -97,28 +102,64 @@ class Trainer:
         torch.manual_seed(self.seed + self.num_updates)
         self.model.train()
         self.criterion.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._optimizer.zero_grad(set_to_none=True)
         self._steps += 1
         start = time.perf_counter()
+        part = self._micro_batches(samples)
+        failed_ranks, sample_size, stopping_ranks = all_reduce_sum(
+            [float(part.out_of_memory), float(part.sample_size), float(stop_requested)])
+        self.stop_agreed = stopping_ranks > 0
+        if failed_ranks:
+            self._skip_for_oom(int(failed_ranks))
+            return None
+        # Before the empty-update check, so torch DDP completes the iteration its forward began.
+        self._finish_backward(part.deferred_loss)
+        if sample_size == 0:
+            return None
+        logging_output = sum_logging_outputs(part.logging_outputs)
+        logging_output = dict(zip(logging_output, all_reduce_sum(list(logging_output.values()))))
+        self.loss_scaler.check_loss(logging_output.get("loss"), self.num_updates + 1)
+        grad_norm = self._normalize_and_clip(self.gradient_sync.world_factor / (sample_size * self.loss_scaler.scale))
+        if not self.loss_scaler.update(grad_norm, self.num_updates + 1):
+            logger.info("NOTE: gradient overflow detected, ignoring gradient, setting loss scale to: %g",
+                        self.loss_scaler.scale)
+            self.overflow_updates += 1
+            self._optimizer.zero_grad(set_to_none=True)
+            return None
+        self._optimizer.step()
+        self.num_updates += 1
+        lr = self.lr_scheduler.step_update(self.num_updates)
+        return {
+            "logging_output": logging_output,
+            "gnorm": grad_norm,
+            "clipped": self.clip_norm > 0 and grad_norm > self.clip_norm,
+            "lr": lr,
+            "train_wall": time.perf_counter() - start,
+        }
+
+    def _micro_batches(self, samples: list[dict]) -> _LocalPart:
+        """Forward and backward of this rank's micro-batches; the gradients accumulate in place."""
         logging_outputs: list[dict] = []
         sample_size = 0
         out_of_memory = False
         deferred = None  # torch DDP: the backward that all-reduces waits until every rank agrees
-        loss_scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
-        for index, sample in enumerate(samples):
-            sample, weight = self._real_or_dummy(sample)
+        loss: torch.Tensor | None  # set to None after an OOM, to free the activations it holds
+        loss_scale = self.loss_scaler.scale
+        defers = self.gradient_sync.defers_last_backward
+        for index, given in enumerate(samples):
+            sample, weight = self._real_or_dummy(given)
             last = index == len(samples) - 1
             # After an OOM the update is lost and a rank skips its remaining work, except torch
             # DDP's synchronised forward: every rank must run it, as it may hold collectives.
-            if sample is None or (out_of_memory and not (last and self._overlap)):
+            if sample is None or (out_of_memory and not (last and defers)):
                 continue
             self._micro_batch = index
             phase = "forward"
             try:
-                with self._gradient_sync(last):
+                with self.gradient_sync.accumulating(self.model, last):
                     loss, size, logging_output = self._forward(sample)
                     loss = loss * (loss_scale * weight)
-                    if last and self._overlap:
+                    if last and defers:
                         deferred = loss
                     else:
                         phase = "backward"
@@ -131,41 +172,12 @@ class Trainer:
             if out_of_memory:
                 # Frees this update's activations and gradients before anything else is tried.
                 loss = deferred = None
-                self.optimizer.zero_grad(set_to_none=True)
+                self._optimizer.zero_grad(set_to_none=True)
                 release_memory(self.device)
                 continue
             sample_size += size * weight
             logging_outputs.append(logging_output if weight else {key: value * 0 for key, value in logging_output.items()})
-        failed_ranks, sample_size, stopping_ranks = all_reduce_sum(
-            [float(out_of_memory), float(sample_size), float(stop_requested)])
-        self.stop_agreed = stopping_ranks > 0
-        if failed_ranks:
-            self._skip_for_oom(int(failed_ranks))
-            return None
-        # Before the empty-update check, so torch DDP completes the iteration its forward began.
-        self._finish_backward(deferred)
-        if sample_size == 0:
-            return None
-        logging_output = sum_logging_outputs(logging_outputs)
-        if self.context.is_distributed:
-            logging_output = dict(zip(logging_output, all_reduce_sum(list(logging_output.values()))))
-        self._check_loss(logging_output)
-        # torch DDP averages over ranks; the gradient we want is the sum over all examples.
-        world_factor = self.context.world_size if self._overlap else 1
-        grad_norm = self._normalize_and_clip(world_factor / (sample_size * loss_scale))
-        if not self._usable(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        self.optimizer.step()
-        self.num_updates += 1
-        lr = self.lr_scheduler.step_update(self.num_updates)
-        return {
-            "logging_output": logging_output,
-            "gnorm": grad_norm,
-            "clipped": self.clip_norm > 0 and grad_norm > self.clip_norm,
-            "lr": lr,
-            "train_wall": time.perf_counter() - start,
-        }
+        return _LocalPart(logging_outputs, sample_size, out_of_memory, deferred)
 
     def _real_or_dummy(self, sample: dict) -> tuple[dict | None, int]:
         """A sample and its weight. With several ranks, an empty mini-batch (the padding of a short
@@ -181,16 +193,11 @@ class Trainer:
                             f"fewer mini-batches than the {self.context.world_size} processes")
         return self._dummy_sample, 0
 
-    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
-        """Local accumulation on every micro-batch but the last (torch DDP's no_sync)."""
-        if self._overlap and not last:
-            return self._train_model.no_sync()
-        return contextlib.nullcontext()
-
     def _forward(self, sample: dict) -> tuple[torch.Tensor, int, dict]:
         try:
             with self.precision.autocast(self.device):
-                loss, size, logging_output = self.criterion(self._train_model, self._to_device(sample))
+                loss, size, logging_output = self.criterion(self.gradient_sync.training_model(self.model),
+                                                            self._to_device(sample))
         except RuntimeError as error:
             if "Expected to have finished reduction in the prior iteration" in str(error):
                 raise UserError("with --ddp-backend c10d, some parameters got no gradient in the previous update "
@@ -217,7 +224,7 @@ class Trainer:
         loss.backward()
 
     def _finish_backward(self, deferred: torch.Tensor | None) -> None:
-        """Run the backward torch DDP all-reduces in, or else our own all-reduce."""
+        """Run the backward torch DDP all-reduces in, or else the strategy's own all-reduce."""
         if deferred is not None:
             try:
                 self._backward(deferred)
@@ -225,11 +232,11 @@ class Trainer:
                 if not is_out_of_memory(error):
                     raise
                 raise UserError(f"out of memory in the backward pass of update {self.num_updates + 1} while torch "
-                                f"DDP was all-reducing gradients (--ddp-backend {self.ddp_backend}): the other "
+                                f"DDP was all-reducing gradients (--ddp-backend c10d/pytorch_ddp): the other "
                                 f"processes cannot skip this update. Use --ddp-backend no_c10d, which recovers "
                                 f"from an OOM anywhere, or lower --max-tokens/--batch-size") from None
-        elif self.context.is_distributed:
-            all_reduce_gradients([p.grad for p in self._params if p.grad is not None])
+        else:
+            self.gradient_sync.after_backward([p.grad for p in self._params if p.grad is not None])
 
     def _skip_for_oom(self, failed_ranks: int) -> None:
         self.oom_updates += 1
@@ -239,39 +246,10 @@ class Trainer:
             logger.warning("OOM in all workers, skipping update")
         elif self.context.is_master:
             logger.warning("OOM in %d of %d workers, skipping update on all of them", failed_ranks, world)
-        if self._overlap:
-            # Some ranks ran torch DDP's synchronised forward without its backward, which leaves
-            # their reducers expecting one; a new wrapper (built by all ranks at the next update)
-            # starts clean.
-            self._wrapped_model = None
-        self.optimizer.zero_grad(set_to_none=True)
+        self.gradient_sync.discard()
+        self._optimizer.zero_grad(set_to_none=True)
         release_memory(self.device)
         self.oom_backoff.record_oom(announce=self.context.is_master)
-
-    def _check_loss(self, logging_output: dict) -> None:
-        """A non-finite loss stops the run before anything is saved; with fp16 the gradient
-        overflow check decides instead."""
-        loss = logging_output.get("loss")
-        if self.loss_scaler is None and loss is not None and not math.isfinite(loss):
-            raise TrainingDiverged(f"the training loss became {loss} at update {self.num_updates + 1}; lower "
-                                   f"--lr, set --clip-norm, or check the data. Nothing was saved after the "
-                                   f"last good checkpoint")
-
-    def _usable(self, grad_norm: float) -> bool:
-        """Whether the gradients may be applied: an fp16 overflow skips the update, any other
-        non-finite norm stops training."""
-        if self.loss_scaler is None:
-            if not math.isfinite(grad_norm):
-                raise TrainingDiverged(f"the gradient norm became {grad_norm} at update {self.num_updates + 1}; "
-                                       f"lower --lr, set --clip-norm, or check the data. Nothing was saved "
-                                       f"after the last good checkpoint")
-            return True
-        if self.loss_scaler.update(grad_norm):
-            return True
-        logger.info("NOTE: gradient overflow detected, ignoring gradient, setting loss scale to: %g",
-                    self.loss_scaler.scale)
-        self.overflow_updates += 1
-        return False
 
     def _normalize_and_clip(self, scale: float) -> float:
         """Scale gradients by `scale` and clip them in one pass; returns the true (unclipped) norm.
@@ -292,16 +270,21 @@ class Trainer:
         return grad_norm
 
     @torch.no_grad()
-    def valid_step(self, sample: dict) -> dict:
+    def valid_step(self, sample: dict, *, with_records: bool = False) -> tuple[dict, list[dict]]:
+        """The criterion's logging output for `sample` and, `with_records`, one record per example."""
         self.faults.kill_if("kill-validate", update=self.num_updates)
         self.faults.kill_if("sigterm-validate", update=self.num_updates, signum=signal.SIGTERM)
         if self.faults.fires("slow-validate", update=self.num_updates):
             time.sleep(SLOW_VALIDATE_SECONDS)
         self.model.eval()
         self.criterion.eval()
+        sample = self._to_device(sample)
         with self.precision.autocast(self.device):
-            _, _, logging_output = self.criterion(self.model, self._to_device(sample))
-        return logging_output
+            if with_records:
+                _, _, logging_output, records = self.criterion.forward_with_records(self.model, sample)
+                return logging_output, records
+            _, _, logging_output = self.criterion(self.model, sample)
+        return logging_output, []
 
     def _to_device(self, sample: dict) -> dict:
         if self.device.type == "cpu":
@@ -310,54 +293,56 @@ class Trainer:
 
     def extra_stats(self) -> dict[str, float]:
         """Trainer-level fields for the logs beyond the criterion's: loss scale, OOM-skipped updates."""
-        stats = {} if self.loss_scaler is None else {"loss_scale": self.loss_scaler.scale}
+        stats = self.loss_scaler.stats()
         if self.oom_updates:
             stats["oom"] = self.oom_updates
         return stats
 
-    def checkpoint_state(self, args, extra_state: dict) -> dict:
-        """Everything a resume needs, with fairseq's top-level checkpoint keys."""
-        cfg = checkpoint.plain_config(args)
-        cfg["model"] = self.model.config.to_dict()
-        return checkpoint.build_checkpoint_state(
-            cfg=cfg, model_state=self.model.state_dict(), criterion_name=type(self.criterion).__name__,
-            optimizer_name=type(self.optimizer).__name__, optimizer_state=self._optimizer_state(),
-            lr_scheduler_state=self.lr_scheduler.state_dict(), num_updates=self.num_updates,
-            previous_history=self._optimizer_history, save_optimizer_state=not args.no_save_optimizer_state,
-            **extra_state)
+    def checkpoint_state(self, flags: dict, extra_state: dict, *, save_optimizer_state: bool = True) -> dict:
+        """Everything a resume needs, with fairseq's top-level checkpoint keys; `flags` are the run's
+        flags as plain data."""
+        return build_checkpoint_state(
+            cfg={**flags, "model": self.model.config.to_dict()}, model_state=self.model.state_dict(),
+            criterion_name=type(self.criterion).__name__, optimizer_name=type(self.optimizer).__name__,
+            optimizer_state=self._optimizer_state(), lr_scheduler_state=self.lr_scheduler.state_dict(),
+            num_updates=self.num_updates, previous_history=self._optimizer_history,
+            save_optimizer_state=save_optimizer_state, **extra_state)
 
-    def load_checkpoint(self, state: dict, resets: checkpoint.Resets, *, path, optimizer_overrides=None) -> dict:
-        """Restore what `resets` allows; returns the parts the training loop restores itself."""
-        plan = checkpoint.apply_resets(state, resets, optimizer_name=type(self.optimizer).__name__,
-                                       criterion_name=type(self.criterion).__name__,
-                                       optimizer_overrides=optimizer_overrides)
-        load_model_weights(self.model, plan.model, path=path)
-        if plan.optimizer_state is not None:
-            self._load_optimizer_state(plan.optimizer_state)
-            for group in self.optimizer.param_groups:
-                group.update(plan.optimizer_overrides)
-        if plan.lr_scheduler_state is not None:
-            self.lr_scheduler.load_state_dict(plan.lr_scheduler_state)
-        self.num_updates = plan.num_updates
+    def restore(self, state: TrainerState, *, path: Any) -> None:
+        """Put back the optimizer (with the loss scaler), schedule and update count of checkpoint
+        `path`; the model's weights are restored beside this, by `load_model_weights`."""
+        state.check_names(type(self.optimizer).__name__, type(self.criterion).__name__)
+        optimizer_state = state.optimizer
+        if state.fairseq_optimizer_by_name is not None:
+            optimizer_state = fairseq_resume.optimizer_state_for(state.fairseq_optimizer_by_name, self._optimizer,
+                                                                 self.model, path)
+        elif optimizer_state is not None:
+            optimizer_state = align_saved_groups(optimizer_state, self._optimizer, path=path)
+        if optimizer_state is not None:
+            self._load_optimizer_state(optimizer_state)
+            for group in self._optimizer.param_groups:
+                group.update(state.optimizer_overrides)
+        if state.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(state.lr_scheduler)
+        self.num_updates = state.num_updates
         self.lr_scheduler.step_update(self.num_updates)
-        self._optimizer_history = plan.optimizer_history
-        return {"train_iterator": plan.train_iterator, "metrics": plan.metrics, "best": plan.best,
-                "previous_training_time": plan.previous_training_time}
+        self._optimizer_history = state.optimizer_history
 
     def _optimizer_state(self) -> dict:
         """The optimizer's state plus the loss scaler's, which --reset-optimizer drops with it."""
-        state = self.optimizer.state_dict()
-        if self.loss_scaler is None:
+        state = self._optimizer.state_dict()
+        scaler_state = self.loss_scaler.state_dict()
+        if scaler_state is None:
             return state
         # `loss_scale` is where fairseq keeps the scale; the full state makes a resume exact.
-        return {**state, "loss_scale": self.loss_scaler.scale, "loss_scaler": self.loss_scaler.state_dict()}
+        return {**state, "loss_scale": self.loss_scaler.scale, "loss_scaler": scaler_state}
 
     def _load_optimizer_state(self, state: dict) -> None:
-        """Inverse of `_optimizer_state`. Without a scaler on both sides the scale starts afresh
-        (fp16 run from an fp32 checkpoint) or is dropped (fp32 run from an fp16 checkpoint)."""
-        if self.loss_scaler is not None and "loss_scaler" in state:
+        """Inverse of `_optimizer_state`. A scaler on one side only starts afresh (fp16 run from an
+        fp32 checkpoint) or is dropped (fp32 run from an fp16 checkpoint)."""
+        if "loss_scaler" in state:
             self.loss_scaler.load_state_dict(state["loss_scaler"])
-        self.optimizer.load_state_dict({key: value for key, value in state.items()
+        self._optimizer.load_state_dict({key: value for key, value in state.items()
                                         if key not in ("loss_scale", "loss_scaler")})
 
 

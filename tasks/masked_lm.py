@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -13,7 +15,7 @@ from roberta.data.masking import MaskedLMDataset
 from roberta.data.token_blocks import TokenBlockDataset
 from roberta.errors import UserError
 from roberta.flag_types import NumberFlag, int_at_least, non_negative_float, positive_int, probability
-from roberta.models import RobertaModel, build_model_config
+from roberta.models import ModelConfig, RobertaModel
 from roberta.registry import TASKS
 from roberta.task import Task, data_directory, load_dictionary_with_mask
 
@@ -27,6 +29,31 @@ MASK_PROB = NumberFlag("--mask-prob", float, "in (0, 1] (0 chooses no token to p
 
 @TASKS.register("masked_lm")
 class MaskedLMTask(Task):
+    @dataclass(frozen=True, kw_only=True)
+    class Settings(Task.Settings):
+        data: str
+        seed: int = 1
+        sample_break_mode: str = "none"
+        tokens_per_sample: int = 1024
+        mask_prob: float = 0.15
+        leave_unmasked_prob: float = 0.1
+        random_token_prob: float = 0.1
+        freq_weighted_replacement: bool = False
+        mask_whole_words: bool = False
+        mask_multiple_length: int = 1
+        mask_stdev: float = 0.0
+        bpe: str | None = None
+        gpt2_encoder_json: str | None = None
+        gpt2_vocab_bpe: str | None = None
+        sentencepiece_model: str | None = None
+
+        def __post_init__(self) -> None:
+            if self.leave_unmasked_prob + self.random_token_prob > 1.0:
+                raise UserError("--leave-unmasked-prob plus --random-token-prob must not exceed 1")
+            if self.mask_whole_words and self.bpe is None:
+                raise UserError("--mask-whole-words needs --bpe gpt2 (with --gpt2-encoder-json and --gpt2-vocab-bpe) "
+                                "or --bpe sentencepiece (with --sentencepiece-model)")
+
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--sample-break-mode", default="none", choices=BREAK_MODES,
@@ -53,31 +80,21 @@ class MaskedLMTask(Task):
         parser.add_argument("--sentencepiece-model", help="sentencepiece model (with --bpe sentencepiece)")
 
     @classmethod
-    def setup_task(cls, args: argparse.Namespace) -> "MaskedLMTask":
-        if args.leave_unmasked_prob + args.random_token_prob > 1.0:
-            raise UserError("--leave-unmasked-prob plus --random-token-prob must not exceed 1")
-        paths = [data_directory(path) for path in args.data.split(":")]
+    def setup_task(cls, settings: MaskedLMTask.Settings) -> MaskedLMTask:
+        paths = [data_directory(path) for path in settings.data.split(":")]
         dictionary, token_ids = load_dictionary_with_mask(paths[0] / "dict.txt")
         logger.info("dictionary: %d types", len(dictionary))
-        word_begins = _word_begins(args, dictionary) if args.mask_whole_words else None
-        return cls(args, paths, dictionary, token_ids, word_begins)
+        word_begins = _word_begins(settings, dictionary) if settings.mask_whole_words else None
+        return cls(settings, paths, dictionary, token_ids, word_begins)
 
-    def __init__(self, args: argparse.Namespace, paths: list, dictionary: Dictionary, token_ids: TokenIdRange,
-                 word_begins: torch.Tensor | None = None) -> None:
+    def __init__(self, settings: MaskedLMTask.Settings, paths: list[Path], dictionary: Dictionary,
+                 token_ids: TokenIdRange, word_begins: torch.Tensor | None = None) -> None:
+        self.settings = settings
         self.paths = paths
         self.dictionary = dictionary
         self.token_ids = token_ids
         self.mask_idx = dictionary.index("<mask>")
-        self.seed = args.seed
-        self.tokens_per_sample = args.tokens_per_sample
-        self.break_mode = args.sample_break_mode
-        self.mask_prob = args.mask_prob
-        self.leave_unmasked_prob = args.leave_unmasked_prob
-        self.random_token_prob = args.random_token_prob
-        self.freq_weighted = args.freq_weighted_replacement
         self.word_begins = word_begins
-        self.mask_multiple_length = args.mask_multiple_length
-        self.mask_stdev = args.mask_stdev
 
     def load_dataset(self, split: str, epoch: int = 1) -> MaskedLMDataset:
         # As fairseq: with several ':'-separated data directories, epoch e reads directory (e-1) mod n.
@@ -86,41 +103,39 @@ class MaskedLMTask(Task):
         if not dataset_exists(str(prefix)):
             raise UserError(f"split '{split}' not found: expected {prefix}.bin and {prefix}.idx")
         tokens = load_indexed_dataset(str(prefix), combine=split == "train", token_ids=self.token_ids)
-        blocks = TokenBlockDataset(tokens, tokens.sizes, block_size=self.tokens_per_sample,
-                                   break_mode=self.break_mode, pad=self.dictionary.pad(),
+        settings = self.settings
+        blocks = TokenBlockDataset(tokens, tokens.sizes, block_size=settings.tokens_per_sample,
+                                   break_mode=settings.sample_break_mode, pad=self.dictionary.pad(),
                                    eos=self.dictionary.eos(), bos=self.dictionary.bos(),
                                    # Overlong lines are dropped (train) or reported (valid) by the
                                    # length filter, as fairseq does, rather than failing here.
                                    allow_overlong=True)
         logger.info("loaded %d blocks from %s", len(blocks), prefix)
         freq_weights = None
-        if self.freq_weighted:
+        if settings.freq_weighted_replacement:
             freq_weights = self.dictionary.count
-        return MaskedLMDataset(blocks, seed=self.seed, mask_idx=self.mask_idx,
+        return MaskedLMDataset(blocks, seed=settings.seed, mask_idx=self.mask_idx,
                                vocab_size=len(self.dictionary), pad_idx=self.dictionary.pad(),
-                               mask_prob=self.mask_prob, leave_unmasked_prob=self.leave_unmasked_prob,
-                               random_token_prob=self.random_token_prob, freq_weights=freq_weights,
-                               word_begins=self.word_begins, mask_multiple_length=self.mask_multiple_length,
-                               mask_stdev=self.mask_stdev)
+                               mask_prob=settings.mask_prob, leave_unmasked_prob=settings.leave_unmasked_prob,
+                               random_token_prob=settings.random_token_prob, freq_weights=freq_weights,
+                               word_begins=self.word_begins, mask_multiple_length=settings.mask_multiple_length,
+                               mask_stdev=settings.mask_stdev)
 
-    def build_model(self, args: argparse.Namespace) -> RobertaModel:
-        config = build_model_config(args, len(self.dictionary))
-        if self.tokens_per_sample > config.max_positions:
-            raise UserError(f"--tokens-per-sample {self.tokens_per_sample} exceeds the model's "
+    def build_model(self, config: ModelConfig) -> RobertaModel:
+        if self.settings.tokens_per_sample > config.max_positions:
+            raise UserError(f"--tokens-per-sample {self.settings.tokens_per_sample} exceeds the model's "
                             f"--max-positions {config.max_positions}")
         return RobertaModel(config)
 
     def max_positions(self) -> int:
-        return self.tokens_per_sample
+        return self.settings.tokens_per_sample
 
 
-def _word_begins(args: argparse.Namespace, dictionary: Dictionary) -> torch.Tensor:
+def _word_begins(settings: MaskedLMTask.Settings, dictionary: Dictionary) -> torch.Tensor:
     """Per dictionary entry: does it start a word? Specials count as word starts, as in fairseq."""
-    if args.bpe is None:
-        raise UserError("--mask-whole-words needs --bpe gpt2 (with --gpt2-encoder-json and --gpt2-vocab-bpe) "
-                        "or --bpe sentencepiece (with --sentencepiece-model)")
-    bpe = build_bpe(args.bpe, encoder_json=args.gpt2_encoder_json, vocab_bpe=args.gpt2_vocab_bpe,
-                    sentencepiece_model=args.sentencepiece_model)
+    assert settings.bpe is not None  # Settings.__post_init__ refuses --mask-whole-words without --bpe
+    bpe = build_bpe(settings.bpe, encoder_json=settings.gpt2_encoder_json, vocab_bpe=settings.gpt2_vocab_bpe,
+                    sentencepiece_model=settings.sentencepiece_model)
     begins = [index < dictionary.nspecial or symbol.startswith("madeupword") or symbol == "<mask>"
               or bpe.is_beginning_of_word(symbol) for index, symbol in enumerate(dictionary.symbols)]
     return torch.tensor(begins, dtype=torch.bool)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from roberta.errors import UserError
 from roberta.flag_types import non_negative_int, positive_int
 from roberta.fileio import atomic_write
 from roberta.glue_metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman
-from roberta.models import RobertaModel, build_model_config
+from roberta.models import ModelConfig, RobertaModel
+from roberta.models.heads import SENTENCE_HEAD
 from roberta.registry import TASKS
 from roberta.task import Task, data_directory, load_dictionary_with_mask, load_split, read_text_lines
 
@@ -35,7 +37,44 @@ logger = logging.getLogger(__name__)
 
 @TASKS.register("sentence_prediction")
 class SentencePredictionTask(Task):
+    writes_predictions = True
     scores_predictions = True
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings(Task.Settings):
+        """`max_positions` is the model's (derived: --max-positions, else the --arch preset's), the
+        longest example fed to it; `criterion` is the chosen criterion's name (derived)."""
+        data: str
+        max_positions: int
+        criterion: str
+        num_classes: int | None = None
+        regression_target: bool = False
+        init_token: int | None = None
+        separator_token: int | None = None
+        shorten_method: str = "none"
+        shorten_data_split_list: str = ""
+        truncate_sequence: bool = False
+        no_shuffle: bool = False
+        sort_by_length: bool = False
+        classification_head_name: str = SENTENCE_HEAD
+        seed: int = 1
+
+        def __post_init__(self) -> None:
+            if self.num_classes is None or self.num_classes < 1:
+                raise UserError(f"--num-classes must be positive (1 with --regression-target), got {self.num_classes}")
+            if self.regression_target and self.num_classes != 1:
+                raise UserError(f"--regression-target predicts one number: use --num-classes 1, got {self.num_classes}")
+            if not self.regression_target and self.num_classes < 2:
+                raise UserError("--num-classes 1 needs --regression-target; a classifier needs at least 2 classes")
+            if self.criterion != "sentence_prediction":
+                raise UserError(f"--task sentence_prediction needs --criterion sentence_prediction, "
+                                f"got {self.criterion}")
+
+        @property
+        def shorten(self) -> str:
+            """The shortening in force: --truncate-sequence is fairseq's older spelling of
+            --shorten-method truncate."""
+            return "truncate" if self.truncate_sequence and self.shorten_method == "none" else self.shorten_method
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
@@ -57,53 +96,38 @@ class SentencePredictionTask(Task):
         parser.add_argument("--sort-by-length", action="store_true",
                             help="batch examples of similar length together: less padding, faster; not a "
                                  "fairseq flag, and the batches are then not fairseq's")
-        parser.add_argument("--classification-head-name", default="sentence_classification_head",
+        parser.add_argument("--classification-head-name", default=SENTENCE_HEAD,
                             help="name of the head (its name in fairseq GLUE checkpoints)")
         # fairseq's criterion flags; the metrics they ask for are always reported here.
         for flag in ("--report-mcc", "--report-acc-and-f1", "--report-pearson-and-spearman"):
             parser.add_argument(flag, action="store_true", help="accepted for fairseq commands")
 
     @classmethod
-    def setup_task(cls, args: argparse.Namespace) -> "SentencePredictionTask":
-        if args.num_classes is None or args.num_classes < 1:
-            raise UserError(f"--num-classes must be positive (1 with --regression-target), got {args.num_classes}")
-        if args.regression_target and args.num_classes != 1:
-            raise UserError(f"--regression-target predicts one number: use --num-classes 1, got {args.num_classes}")
-        if not args.regression_target and args.num_classes < 2:
-            raise UserError("--num-classes 1 needs --regression-target; a classifier needs at least 2 classes")
-        if args.criterion != "sentence_prediction":
-            raise UserError(f"--task sentence_prediction needs --criterion sentence_prediction, got {args.criterion}")
-        if args.truncate_sequence and args.shorten_method == "none":
-            args.shorten_method = "truncate"
-        root = data_directory(args.data)
+    def setup_task(cls, settings: SentencePredictionTask.Settings) -> SentencePredictionTask:
+        root = data_directory(settings.data)
         if not (root / "input0").is_dir():
             raise UserError(f"{root / 'input0'} not found: is {root} a folder written by preprocess_glue.sh?")
         dictionary, token_ids = load_dictionary_with_mask(root / "input0" / "dict.txt")
+        assert settings.num_classes is not None  # Settings.__post_init__ refuses None
         label_dictionary = None
-        if not args.regression_target:
-            label_dictionary = _load_label_dictionary(root / "label" / "dict.txt", args.num_classes)
+        if not settings.regression_target:
+            label_dictionary = _load_label_dictionary(root / "label" / "dict.txt", settings.num_classes)
         logger.info("dictionary: %d types; %s", len(dictionary),
                     "regression target" if label_dictionary is None
                     else f"labels: {', '.join(label_dictionary.symbols[label_dictionary.nspecial:])}")
-        return cls(args, root, dictionary, token_ids, label_dictionary)
+        return cls(settings, root, dictionary, token_ids, label_dictionary)
 
-    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary, token_ids: TokenIdRange,
-                 label_dictionary: Dictionary | None) -> None:
+    def __init__(self, settings: SentencePredictionTask.Settings, root: Path, dictionary: Dictionary,
+                 token_ids: TokenIdRange, label_dictionary: Dictionary | None) -> None:
+        self.settings = settings
         self.root = root
         self.dictionary = dictionary
         self.token_ids = token_ids
         self.label_dictionary = label_dictionary
-        self.num_classes = args.num_classes
-        self.regression = args.regression_target
-        self.init_token = args.init_token
-        self.separator_token = args.separator_token
-        self.shorten_method = args.shorten_method
-        self.shorten_splits = {name for name in args.shorten_data_split_list.split(",") if name}
-        self.max_positions_ = build_model_config(args, len(dictionary)).max_positions
-        self.head_name = args.classification_head_name
-        self.seed = args.seed
-        self.shuffle = not args.no_shuffle
-        self.sort_by_length = args.sort_by_length
+        assert settings.num_classes is not None  # Settings.__post_init__ refuses None
+        self.num_classes = settings.num_classes
+        self.regression = settings.regression_target
+        self.shorten_splits = {name for name in settings.shorten_data_split_list.split(",") if name}
         self.pairs = (root / "input1").is_dir()
         # F1 is that of GLUE's positive label "1" (MRPC, QQP). Classes follow the label dictionary's
         # frequency order, so in MRPC "1" is class 0.
@@ -118,11 +142,13 @@ class SentencePredictionTask(Task):
             raise UserError(f"split '{split}': input1 has {len(second)} examples but input0 has {len(first)}; "
                             f"rerun preprocessing")
         targets = self._load_targets(split, len(first))
-        shorten = self.shorten_method if not self.shorten_splits or split in self.shorten_splits else "none"
-        dataset = SentencePairDataset(first, second, targets, pad_idx=self.dictionary.pad(), init_token=self.init_token,
-                                      separator_token=self.separator_token, shorten_method=shorten,
-                                      max_positions=self.max_positions_, seed=self.seed, shuffle=self.shuffle,
-            sort_by_length=self.sort_by_length)
+        settings = self.settings
+        shorten = settings.shorten if not self.shorten_splits or split in self.shorten_splits else "none"
+        dataset = SentencePairDataset(first, second, targets, pad_idx=self.dictionary.pad(),
+                                      init_token=settings.init_token, separator_token=settings.separator_token,
+                                      shorten_method=shorten, max_positions=settings.max_positions,
+                                      seed=settings.seed, shuffle=not settings.no_shuffle,
+                                      sort_by_length=settings.sort_by_length)
         logger.info("loaded %d %s from %s/*/%s", len(dataset), "sentence pairs" if self.pairs else "sentences",
                     self.root, split)
         return dataset
@@ -140,6 +166,7 @@ class SentencePredictionTask(Task):
         prefix = self.root / "label" / split
         if not dataset_exists(str(prefix)):
             return None
+        assert self.label_dictionary is not None  # a classification task has one
         label_ids = TokenIdRange(len(self.label_dictionary), str(self.root / "label" / "dict.txt"))
         labels = load_indexed_dataset(str(prefix), combine=False, token_ids=label_ids)
         empty = np.flatnonzero(labels.sizes == 0)
@@ -166,13 +193,13 @@ class SentencePredictionTask(Task):
                 raise UserError(f"{path}:{number}: expected a number, got {line.strip()!r}") from None
         return np.asarray(values, dtype=np.float32)
 
-    def build_model(self, args: argparse.Namespace) -> RobertaModel:
-        model = RobertaModel(build_model_config(args, len(self.dictionary)))
-        model.register_classification_head(self.head_name, num_classes=self.num_classes)
+    def build_model(self, config: ModelConfig) -> RobertaModel:
+        model = RobertaModel(config)
+        model.register_classification_head(self.settings.classification_head_name, num_classes=self.num_classes)
         return model
 
     def max_positions(self) -> int:
-        return self.max_positions_
+        return self.settings.max_positions
 
     def chance_accuracy(self) -> float | None:
         return None if self.regression else 100.0 / self.num_classes
@@ -207,6 +234,7 @@ class SentencePredictionTask(Task):
     def _label_text(self, value: float | int) -> str:
         if self.regression:
             return f"{value:.6g}"
+        assert self.label_dictionary is not None  # a classification task has one
         return self.label_dictionary[int(value) + self.label_dictionary.nspecial]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from roberta.data.shortening import SHORTEN_METHODS
 from roberta.errors import UserError
 from roberta.flag_types import int_at_least, non_negative_int, positive_int
 from roberta.fileio import atomic_write
-from roberta.models import RobertaModel, build_model_config
+from roberta.models import ModelConfig, RobertaModel
+from roberta.models.heads import SENTENCE_HEAD
 from roberta.registry import TASKS
 from roberta.task import Task, data_directory, load_dictionary_with_mask, load_split, read_text_lines
 
@@ -27,6 +29,41 @@ logger = logging.getLogger(__name__)
 
 @TASKS.register("sentence_ranking")
 class SentenceRankingTask(Task):
+    writes_predictions = True
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings(Task.Settings):
+        """`max_positions` is the model's (derived: --max-positions, else the --arch preset's), which
+        bounds every option sequence; `criterion` is the chosen criterion's name (derived)."""
+        data: str
+        max_positions: int
+        criterion: str
+        num_classes: int | None = None
+        init_token: int | None = None
+        separator_token: int | None = None
+        max_option_length: int | None = None
+        shorten_method: str = "none"
+        shorten_data_split_list: str = ""
+        truncate_sequence: bool = False
+        no_shuffle: bool = False
+        sort_by_length: bool = False
+        ranking_head_name: str = SENTENCE_HEAD
+        seed: int = 1
+
+        def __post_init__(self) -> None:
+            if self.num_classes is None or self.num_classes < 2:
+                raise UserError(f"--num-classes must be at least 2 (the number of options), got {self.num_classes}")
+            if self.criterion != "sentence_ranking":
+                raise UserError(f"--task sentence_ranking needs --criterion sentence_ranking, got {self.criterion}")
+            if self.max_option_length is not None and self.max_option_length < 1:
+                raise UserError(f"--max-option-length must be positive, got {self.max_option_length}")
+
+        @property
+        def shorten(self) -> str:
+            """The shortening in force: --truncate-sequence is fairseq's older spelling of
+            --shorten-method truncate."""
+            return "truncate" if self.truncate_sequence and self.shorten_method == "none" else self.shorten_method
+
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--num-classes", type=int_at_least("--num-classes", 2),
@@ -47,47 +84,34 @@ class SentenceRankingTask(Task):
         parser.add_argument("--sort-by-length", action="store_true",
                             help="batch examples of similar length together: less padding, faster; not a "
                                  "fairseq flag, and the batches are then not fairseq's")
-        parser.add_argument("--ranking-head-name", default="sentence_classification_head",
+        parser.add_argument("--ranking-head-name", default=SENTENCE_HEAD,
                             help="name of the scoring head (its name in fairseq RACE checkpoints)")
 
     @classmethod
-    def setup_task(cls, args: argparse.Namespace) -> "SentenceRankingTask":
-        if args.num_classes is None or args.num_classes < 2:
-            raise UserError(f"--num-classes must be at least 2 (the number of options), got {args.num_classes}")
-        if args.criterion != "sentence_ranking":
-            raise UserError(f"--task sentence_ranking needs --criterion sentence_ranking, got {args.criterion}")
-        if args.truncate_sequence and args.shorten_method == "none":
-            args.shorten_method = "truncate"
-        if args.max_option_length is not None and args.max_option_length < 1:
-            raise UserError(f"--max-option-length must be positive, got {args.max_option_length}")
-        root = data_directory(args.data)
-        for index in range(args.num_classes + 1):
+    def setup_task(cls, settings: SentenceRankingTask.Settings) -> SentenceRankingTask:
+        root = data_directory(settings.data)
+        num_classes = settings.num_classes
+        assert num_classes is not None  # Settings.__post_init__ refuses None
+        for index in range(num_classes + 1):
             if not (root / f"input{index}").is_dir():
-                raise UserError(f"{root / f'input{index}'} not found: --num-classes {args.num_classes} needs "
-                                f"input0 (contexts) and input1..input{args.num_classes} (options)")
-        if (root / f"input{args.num_classes + 1}").is_dir():
-            raise UserError(f"--num-classes {args.num_classes} but {root} also has input{args.num_classes + 1}: "
+                raise UserError(f"{root / f'input{index}'} not found: --num-classes {num_classes} needs "
+                                f"input0 (contexts) and input1..input{num_classes} (options)")
+        if (root / f"input{num_classes + 1}").is_dir():
+            raise UserError(f"--num-classes {num_classes} but {root} also has input{num_classes + 1}: "
                             f"set --num-classes to the number of options in the data")
         dictionary, token_ids = load_dictionary_with_mask(root / "input0" / "dict.txt")
         logger.info("dictionary: %d types", len(dictionary))
-        return cls(args, root, dictionary, token_ids)
+        return cls(settings, root, dictionary, token_ids)
 
-    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary, token_ids: TokenIdRange) -> None:
+    def __init__(self, settings: SentenceRankingTask.Settings, root: Path, dictionary: Dictionary,
+                 token_ids: TokenIdRange) -> None:
+        self.settings = settings
         self.root = root
         self.dictionary = dictionary
         self.token_ids = token_ids
-        self.num_classes = args.num_classes
-        self.init_token = args.init_token
-        self.separator_token = args.separator_token
-        self.max_option_length = args.max_option_length
-        self.shorten_method = args.shorten_method
-        self.shorten_splits = {name for name in args.shorten_data_split_list.split(",") if name}
-        # The model's limit (--max-positions, else the --arch preset's) bounds every option sequence.
-        self.max_positions_ = build_model_config(args, len(dictionary)).max_positions
-        self.head_name = args.ranking_head_name
-        self.seed = args.seed
-        self.shuffle = not args.no_shuffle
-        self.sort_by_length = args.sort_by_length
+        assert settings.num_classes is not None  # Settings.__post_init__ refuses None
+        self.num_classes = settings.num_classes
+        self.shorten_splits = {name for name in settings.shorten_data_split_list.split(",") if name}
 
     def load_dataset(self, split: str, epoch: int = 1) -> MultipleChoiceDataset:
         inputs = [load_split(self.root, f"input{index}", split, self.token_ids)
@@ -97,12 +121,13 @@ class SentenceRankingTask(Task):
                 raise UserError(f"split '{split}': input{index} has {len(data)} examples but input0 has "
                                 f"{len(inputs[0])}; rerun preprocessing")
         labels = self._load_labels(split, len(inputs[0]))
-        shorten = self.shorten_method if not self.shorten_splits or split in self.shorten_splits else "none"
+        settings = self.settings
+        shorten = settings.shorten if not self.shorten_splits or split in self.shorten_splits else "none"
         dataset = MultipleChoiceDataset(
-            inputs[0], inputs[1:], labels, pad_idx=self.dictionary.pad(), init_token=self.init_token,
-            separator_token=self.separator_token, max_option_length=self.max_option_length,
-            shorten_method=shorten, max_positions=self.max_positions_, seed=self.seed, shuffle=self.shuffle,
-            sort_by_length=self.sort_by_length)
+            inputs[0], inputs[1:], labels, pad_idx=self.dictionary.pad(), init_token=settings.init_token,
+            separator_token=settings.separator_token, max_option_length=settings.max_option_length,
+            shorten_method=shorten, max_positions=settings.max_positions, seed=settings.seed,
+            shuffle=not settings.no_shuffle, sort_by_length=settings.sort_by_length)
         logger.info("loaded %d examples of %d options from %s/*/%s", len(dataset), self.num_classes, self.root, split)
         return dataset
 
@@ -125,13 +150,13 @@ class SentenceRankingTask(Task):
             raise UserError(f"{path} has {len(labels)} labels but the split has {expected} examples")
         return np.asarray(labels, dtype=np.int64)
 
-    def build_model(self, args: argparse.Namespace) -> RobertaModel:
-        model = RobertaModel(build_model_config(args, len(self.dictionary)))
-        model.register_classification_head(self.head_name, num_classes=1)
+    def build_model(self, config: ModelConfig) -> RobertaModel:
+        model = RobertaModel(config)
+        model.register_classification_head(self.settings.ranking_head_name, num_classes=1)
         return model
 
     def max_positions(self) -> int:
-        return self.max_positions_
+        return self.settings.max_positions
 
     def chance_accuracy(self) -> float:
         return 100.0 / self.num_classes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from roberta.data.span_windows import SpanWindowDataset
 from roberta.errors import UserError
 from roberta.flag_types import finite_float, positive_int
 from roberta.fileio import atomic_write
-from roberta.models import RobertaModel, build_model_config
+from roberta.models import ModelConfig, RobertaModel
+from roberta.models.heads import SQUAD_ANSWERABLE_HEAD, SQUAD_SPAN_HEAD
 from roberta.registry import TASKS
 from roberta.squad_metrics import squad2_metrics
 from roberta.squad_postprocess import Windows, postprocess
@@ -28,12 +30,30 @@ from roberta.task import Task, data_directory, load_dictionary_with_mask, read_t
 
 logger = logging.getLogger(__name__)
 
-SPAN_HEAD, ANSWERABLE_HEAD = "squad_span", "squad_answerable"
-
 
 @TASKS.register("squad2")
 class Squad2Task(Task):
+    writes_predictions = True
     scores_predictions = True
+
+    @dataclass(frozen=True, kw_only=True)
+    class Settings(Task.Settings):
+        """`max_positions` is the model's (derived: --max-positions, else the --arch preset's);
+        `criterion` is the chosen criterion's name (derived)."""
+        data: str
+        max_positions: int
+        criterion: str
+        n_best_size: int = 20
+        max_answer_length: int = 30
+        null_score_diff_threshold: float = 0.0
+        seed: int = 1
+
+        def __post_init__(self) -> None:
+            if self.criterion != "squad2":
+                raise UserError(f"--task squad2 needs --criterion squad2, got {self.criterion}")
+            for flag, value in (("--n-best-size", self.n_best_size), ("--max-answer-length", self.max_answer_length)):
+                if value < 1:
+                    raise UserError(f"{flag} must be at least 1, got {value}")
 
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
@@ -47,25 +67,17 @@ class Squad2Task(Task):
                                  "best_f1_null_score_diff_threshold on dev)")
 
     @classmethod
-    def setup_task(cls, args: argparse.Namespace) -> "Squad2Task":
-        if args.criterion != "squad2":
-            raise UserError(f"--task squad2 needs --criterion squad2, got {args.criterion}")
-        for flag in ("n_best_size", "max_answer_length"):
-            if getattr(args, flag) < 1:
-                raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-        root = data_directory(args.data)
+    def setup_task(cls, settings: Squad2Task.Settings) -> Squad2Task:
+        root = data_directory(settings.data)
         dictionary, token_ids = load_dictionary_with_mask(root / "dict.txt")
-        return cls(args, root, dictionary, token_ids)
+        return cls(settings, root, dictionary, token_ids)
 
-    def __init__(self, args: argparse.Namespace, root: Path, dictionary: Dictionary, token_ids: TokenIdRange) -> None:
+    def __init__(self, settings: Squad2Task.Settings, root: Path, dictionary: Dictionary,
+                 token_ids: TokenIdRange) -> None:
+        self.settings = settings
         self.root = root
         self.dictionary = dictionary
         self.token_ids = token_ids
-        self.seed = args.seed
-        self.n_best_size = args.n_best_size
-        self.max_answer_length = args.max_answer_length
-        self.null_threshold = args.null_score_diff_threshold
-        self.max_positions_ = build_model_config(args, len(dictionary)).max_positions
         self._windows: dict[str, Windows] = {}
 
     def load_dataset(self, split: str, epoch: int = 1) -> SpanWindowDataset:
@@ -80,7 +92,8 @@ class Squad2Task(Task):
                             f"windows; rerun preprocessing")
         self._windows[split] = Windows(*(table[:, column] for column in range(4)))
         logger.info("loaded %d windows of %d questions from %s", len(tokens), len(set(table[:, 0].tolist())), prefix)
-        return SpanWindowDataset(tokens, table[:, 4], table[:, 5], pad_idx=self.dictionary.pad(), seed=self.seed)
+        return SpanWindowDataset(tokens, table[:, 4], table[:, 5], pad_idx=self.dictionary.pad(),
+                                 seed=self.settings.seed)
 
     def _window_table(self, split: str) -> np.ndarray:
         path = self.root / f"{split}.windows.tsv"
@@ -94,23 +107,24 @@ class Squad2Task(Task):
             raise UserError(f"{path}: expected 6 columns per window, found {table.shape[1]}")
         return table
 
-    def build_model(self, args: argparse.Namespace) -> RobertaModel:
-        model = RobertaModel(build_model_config(args, len(self.dictionary)))
-        model.register_span_head(SPAN_HEAD)
-        model.register_classification_head(ANSWERABLE_HEAD, num_classes=1)
+    def build_model(self, config: ModelConfig) -> RobertaModel:
+        model = RobertaModel(config)
+        model.register_span_head(SQUAD_SPAN_HEAD)
+        model.register_classification_head(SQUAD_ANSWERABLE_HEAD, num_classes=1)
         return model
 
     def max_positions(self) -> int:
-        return self.max_positions_
+        return self.settings.max_positions
 
     def report_predictions(self, records: list[dict], split: str, path: Path | None) -> dict[str, float]:
         """Answers for every question of `split`, the official metrics, and the files under `path`."""
         questions = _read_jsonl(self.root / f"{split}.questions.jsonl")
         contexts = _read_jsonl(self.root / f"{split}.contexts.jsonl")
         offsets = load_indexed_dataset(str(self.root / f"{split}.offsets"), combine=False)
+        settings = self.settings
         answers = postprocess(records, self._windows[split], questions, contexts, offsets,
-                              n_best_size=self.n_best_size, max_answer_length=self.max_answer_length,
-                              null_score_diff_threshold=self.null_threshold)
+                              n_best_size=settings.n_best_size, max_answer_length=settings.max_answer_length,
+                              null_score_diff_threshold=settings.null_score_diff_threshold)
         gold = {question["id"]: question["answers"] for question in questions}
         # The predictions already abstain past the threshold; null odds only drive the best_* sweep.
         metrics = squad2_metrics(gold, answers.predictions, na_probs=answers.null_odds, na_prob_thresh=float("inf"))

@@ -1,10 +1,15 @@
-"""Shared fixtures: the real data samples in ../shared/data, skipped when absent."""
+"""Shared fixtures: the real data samples in ../shared/data, skipped when absent, and roberta
+commands run in-process. Shared helpers that are not fixtures live in support/."""
 from __future__ import annotations
 
+import importlib
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from support.cli import Command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -30,6 +35,21 @@ def _no_log_handlers_between_tests():
     from roberta.logging import reset_logging
 
     reset_logging()
+
+
+@pytest.fixture
+def command(capfd: pytest.CaptureFixture) -> Command:
+    """`command("train", *argv)`: roberta-train (or -validate) in this process, as a finished process."""
+    from roberta.cli.common import run_cli as run_entry_point
+
+    def run(module: str, *argv: str | Path) -> subprocess.CompletedProcess:
+        main = importlib.import_module(f"roberta.cli.{module}").main
+        capfd.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run_entry_point(main, f"roberta-{module}", [str(arg) for arg in argv])
+        return subprocess.CompletedProcess(argv, exit_info.value.code, "", capfd.readouterr().err)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import io
 import math
 import sys
@@ -11,6 +12,7 @@ import types
 import pytest
 import torch
 
+from roberta.cli.settings import settings_from_flags
 from roberta.errors import UserError
 from roberta.optim import adam as adam_module
 from roberta.optim import add_optimization_args
@@ -107,7 +109,7 @@ def test_eps_is_added_before_bias_correction_unlike_torch_adamw() -> None:
 def test_lr_scale_groups_get_scaled_lr_and_update() -> None:
     ours, ref = make_params(), make_params()
     groups = [{"params": ours[:2], "lr_scale": 0.25}, {"params": ours[2:]}]
-    optimizer = OPTIMIZERS.get("adam").from_args(parse(["--lr", "0.01"]), groups)
+    optimizer = OPTIMIZERS.get("adam").build(Adam.Settings(lr=(0.01,)), groups)
     assert [g["lr"] for g in optimizer.param_groups] == [0.0025, 0.01]
     assert optimizer.param_groups[0]["lr_scale"] == 0.25
     set_grads(ours, 0)
@@ -160,10 +162,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def build_from_flags(argv: list[str]) -> torch.optim.Optimizer:
+    """The optimizer the command layer builds from `argv`: flags, then its settings, then it."""
+    return OPTIMIZERS.get("adam").build(settings_from_flags(Adam.Settings, parse(argv)), make_params())
+
+
+def test_settings_fields_are_flag_dests_with_the_flag_defaults() -> None:
+    flags = vars(parse([]))
+    for field in dataclasses.fields(Adam.Settings):
+        assert field.name in flags, f"field {field.name} is not a flag"
+        if field.default is not dataclasses.MISSING:
+            assert field.default == flags[field.name], f"default of {field.name}"
+
+
 def test_flags_reach_the_optimizer() -> None:
-    args = parse(["--lr", "1e-5", "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6", "--wd", "0.01",
-                  "--use-old-adam", "--fp16-adam-stats"])
-    optimizer = OPTIMIZERS.get("adam").from_args(args, make_params())
+    optimizer = build_from_flags(["--lr", "1e-5", "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6",
+                                  "--wd", "0.01", "--use-old-adam", "--fp16-adam-stats"])
     assert isinstance(optimizer, Adam)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (1e-5, (0.9, 0.98), 1e-6, 0.01)
@@ -180,10 +194,16 @@ def test_betas_accept_fairseq_spellings() -> None:
     assert parse_betas("[0.9, 0.999]") == (0.9, 0.999)
 
 
+def test_settings_check_the_betas() -> None:
+    assert Adam.Settings(lr=(1e-5,), adam_betas="[0.9, 0.98]").betas == (0.9, 0.98)
+    with pytest.raises(UserError, match="--adam-betas"):
+        Adam.Settings(lr=(1e-5,), adam_betas="(0.9, 1.5)")
+
+
 @pytest.mark.parametrize("argv, flag", [(["--adam-eps", "-1"], "--adam-eps"), (["--wd", "-0.1"], "--weight-decay")])
 def test_negative_hyper_parameters_are_user_errors(argv: list[str], flag: str) -> None:
     with pytest.raises(UserError, match=flag):
-        OPTIMIZERS.get("adam").from_args(parse(argv), make_params())
+        build_from_flags(argv)
 
 
 class FakeApexFusedAdam(torch.optim.Optimizer):

@@ -22,7 +22,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from roberta import fileio
-from roberta.checkpoint import CheckpointManager
+from roberta.checkpoint.manager import CheckpointManager, SaveSettings
 from roberta.data.bpe import train_byte_level_bpe
 from roberta.data.dictionary import Dictionary
 from roberta.errors import UserError
@@ -147,7 +147,7 @@ def save_bpe(folder: Path) -> None:
 
 
 def save_checkpoint(folder: Path) -> None:
-    CheckpointManager(folder / "ckpt").save({"model": {"w": torch.zeros(4)}}, epoch=1, num_updates=1,
+    CheckpointManager(SaveSettings(folder / "ckpt")).save({"model": {"w": torch.zeros(4)}}, epoch=1, num_updates=1,
                                             end_of_epoch=True, val_metric=1.0)
 
 
@@ -167,7 +167,7 @@ FSIZE_SCRIPT = r'''
 import json, resource, signal, sys
 from pathlib import Path
 import torch
-from roberta.checkpoint import CheckpointManager
+from roberta.checkpoint.manager import CheckpointManager, SaveSettings
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
 
@@ -183,7 +183,7 @@ for mode in ("wb", "w"):
     except OSError as error:
         errors[mode] = error.errno
 try:
-    CheckpointManager(folder).save({"model": {"w": torch.zeros(1 << 20)}}, epoch=1, num_updates=1,
+    CheckpointManager(SaveSettings(folder)).save({"model": {"w": torch.zeros(1 << 20)}}, epoch=1, num_updates=1,
                                    end_of_epoch=True, val_metric=1.0)
 except UserError as error:
     errors["checkpoint"] = str(error)

@@ -7,20 +7,15 @@ runs real processes too.
 """
 from __future__ import annotations
 
-import importlib
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 
 from roberta.cli import train
-from roberta.cli.common import run_cli as run_entry_point
-from test_cli_errors import assert_one_line_error, run_cli, tiny_args
-
-Command = Callable[..., subprocess.CompletedProcess]
+from support.cli import Command, assert_one_line_error, run_cli
+from support.train_args import tiny_args
 
 pytestmark = pytest.mark.reliability
 
@@ -29,20 +24,6 @@ def trained_checkpoint(demo_data_bin: Path, tmp_path_factory) -> Path:
     save_dir = tmp_path_factory.mktemp("ckpt")
     train.main(tiny_args(demo_data_bin, save_dir))
     return save_dir / "checkpoint_last.pt"
-
-
-@pytest.fixture
-def command(capfd: pytest.CaptureFixture) -> Command:
-    """`command("train", *argv)`: roberta-train (or -validate) in this process, as a finished process."""
-
-    def run(module: str, *argv: str | Path) -> subprocess.CompletedProcess:
-        main = importlib.import_module(f"roberta.cli.{module}").main
-        capfd.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            run_entry_point(main, f"roberta-{module}", [str(arg) for arg in argv])
-        return subprocess.CompletedProcess(argv, exit_info.value.code, "", capfd.readouterr().err)
-
-    return run
 
 
 @pytest.fixture

@@ -11,18 +11,42 @@ from pathlib import Path
 import pytest
 import torch
 
-from roberta import checkpoint
-from roberta.checkpoint import (CheckpointManager, Resets, add_checkpoint_args, apply_resets,
-                                build_checkpoint_state, load_checkpoint, plain_config, resolve_restore_file,
-                                validate_checkpoint_args)
+from roberta.checkpoint import files as checkpoint
+from roberta.checkpoint.files import build_checkpoint_state, load_checkpoint, plain_config
+from roberta.checkpoint.manager import CheckpointManager, SaveSettings, add_save_args
+from roberta.checkpoint.restore import (EVERYTHING, Resets, RestoreSettings, RunProgress, TrainerState,
+                                        add_restore_args, restored_parts, starting_file)
+from roberta.cli.settings import settings_from_flags
 from roberta.errors import UserError
 from roberta.fileio import temporary_path
 
 
+def add_checkpoint_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    add_restore_args(parser)  # as roberta.cli.options does
+    add_save_args(parser)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_checkpoint_args(parser.add_argument_group("checkpoint"))  # as roberta.options does
+    add_checkpoint_args(parser.add_argument_group("checkpoint"))
     return parser.parse_args(argv)
+
+
+def validate_checkpoint_args(args: argparse.Namespace) -> None:
+    """What the command layer does with the flags: assemble both settings, which check themselves."""
+    problems = settings_from_flags(RestoreSettings, args).problems()
+    try:
+        settings_from_flags(SaveSettings, args)
+    except UserError as error:
+        problems.append(str(error))
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def restore_settings(save_dir: Path, restore_file: str = "checkpoint_last.pt", finetune_from_model: str | None = None,
+                     suffix: str = "") -> RestoreSettings:
+    return RestoreSettings(save_dir=save_dir, restore_file=restore_file, finetune_from_model=finetune_from_model,
+                           checkpoint_suffix=suffix)
 
 
 def make_state(tag: float, num_updates: int = 0, optimizer_name: str = "adam", **extra) -> dict:
@@ -74,13 +98,14 @@ def test_validate_rejects_nonsense_naming_the_flag(argv, flag):
         validate_checkpoint_args(parse(argv))
 
 
-def test_manager_from_args_reads_the_flags(tmp_path):
+def test_save_settings_from_the_flags(tmp_path):
     args = parse(["--save-dir", str(tmp_path), "--checkpoint-suffix=-x", "--keep-last-epochs", "3",
                   "--maximize-best-checkpoint-metric", "--best-checkpoint-metric", "accuracy"])
-    manager = CheckpointManager.from_args(args)
-    assert manager.save_dir == tmp_path and manager.checkpoint_suffix == "-x"
-    assert manager.keep_last_epochs == 3 and manager.maximize_best_checkpoint_metric
-    assert manager.best_checkpoint_metric == "accuracy" and manager.best is None
+    manager = CheckpointManager(settings_from_flags(SaveSettings, args))
+    settings = manager.settings
+    assert manager.save_dir == tmp_path and settings.checkpoint_suffix == "-x"
+    assert settings.keep_last_epochs == 3 and settings.maximize_best_checkpoint_metric
+    assert settings.best_checkpoint_metric == "accuracy" and manager.best is None
 
 
 def simulate(manager: CheckpointManager, epochs: int, updates_per_epoch: int, metrics=None) -> list[list[str]]:
@@ -98,7 +123,7 @@ def simulate(manager: CheckpointManager, epochs: int, updates_per_epoch: int, me
 
 
 def test_names_over_a_simulated_run(tmp_path):
-    manager = CheckpointManager(tmp_path, save_interval=2, save_interval_updates=3)
+    manager = CheckpointManager(SaveSettings(tmp_path, save_interval=2, save_interval_updates=3))
     written = simulate(manager, epochs=4, updates_per_epoch=4, metrics=[5.0, 4.0, 4.5, 4.0, 3.0, 6.0, 1.0])
     assert written == [
         ["checkpoint_1_3.pt", "checkpoint_best.pt", "checkpoint_last.pt"],   # U=3, 5.0 first score
@@ -115,20 +140,20 @@ def test_names_over_a_simulated_run(tmp_path):
 
 
 def test_flags_that_turn_names_off_and_the_suffix(tmp_path):
-    manager = CheckpointManager(tmp_path, no_epoch_checkpoints=True, checkpoint_suffix="-shard0")
+    manager = CheckpointManager(SaveSettings(tmp_path, no_epoch_checkpoints=True, checkpoint_suffix="-shard0"))
     written = simulate(manager, epochs=2, updates_per_epoch=2, metrics=[2.0, 3.0])
     assert written == [["checkpoint_best-shard0.pt", "checkpoint_last-shard0.pt"], ["checkpoint_last-shard0.pt"]]
     other = tmp_path / "no_last"
-    manager = CheckpointManager(other, no_last_checkpoints=True)
+    manager = CheckpointManager(SaveSettings(other, no_last_checkpoints=True))
     assert simulate(manager, epochs=2, updates_per_epoch=1) == [["checkpoint1.pt"], ["checkpoint2.pt"]]
 
 
 def test_save_schedule_and_no_save(tmp_path):
-    manager = CheckpointManager(tmp_path / "out", no_save=True)
+    manager = CheckpointManager(SaveSettings(tmp_path / "out", no_save=True))
     assert not manager.is_save_time(1, 10, True)
     assert manager.save(make_state(1), epoch=1, num_updates=1, end_of_epoch=True, val_metric=2.0) == []
     assert manager.best == 2.0 and not (tmp_path / "out").exists()
-    manager = CheckpointManager(Path("unused"), save_interval=2, save_interval_updates=5)
+    manager = CheckpointManager(SaveSettings(Path("unused"), save_interval=2, save_interval_updates=5))
     assert manager.is_save_time(2, 7, True) and not manager.is_save_time(1, 7, True)
     assert manager.is_save_time(1, 10, False) and not manager.is_save_time(1, 0, False)
     assert not manager.is_save_time(1, 7, False) and manager.is_save_time(1, 7, False, stopping=True)
@@ -140,7 +165,7 @@ def test_save_schedule_and_no_save(tmp_path):
     (False, [math.nan, 4.0, math.nan, 4.5], [2], 4.0),
 ])
 def test_best_tracking_ties_overwrite(tmp_path, maximize, scores, best_at, best):
-    manager = CheckpointManager(tmp_path, maximize_best_checkpoint_metric=maximize, no_epoch_checkpoints=True)
+    manager = CheckpointManager(SaveSettings(tmp_path, maximize_best_checkpoint_metric=maximize, no_epoch_checkpoints=True))
     for epoch, score in enumerate(scores, start=1):
         paths = manager.save(make_state(epoch), epoch=epoch, num_updates=epoch, end_of_epoch=True, val_metric=score)
         assert (tmp_path / "checkpoint_best.pt" in paths) == (epoch in best_at)
@@ -150,36 +175,36 @@ def test_best_tracking_ties_overwrite(tmp_path, maximize, scores, best_at, best)
 
 
 def test_best_is_recorded_in_the_file_it_is_written_with(tmp_path):
-    manager = CheckpointManager(tmp_path)
+    manager = CheckpointManager(SaveSettings(tmp_path))
     manager.save(make_state(1), epoch=1, num_updates=1, end_of_epoch=True, val_metric=2.0)
     state = make_state(2)
     manager.save(state, epoch=2, num_updates=2, end_of_epoch=True, val_metric=1.0)
     assert load_checkpoint(tmp_path / "checkpoint_best.pt")["extra_state"]["best"] == 1.0
     assert load_checkpoint(tmp_path / "checkpoint1.pt")["extra_state"]["best"] == 2.0
     assert state["extra_state"]["best"] is None  # the caller's dict is left alone
-    manager.load_state({"best": 0.5})
+    manager.restore_best(0.5)
     paths = manager.save(make_state(3), epoch=3, num_updates=3, end_of_epoch=True, val_metric=0.6)
     assert tmp_path / "checkpoint_best.pt" not in paths and manager.best == 0.5
-    manager.load_state({})
+    manager.restore_best(None)
     assert manager.best is None
 
 
 def test_is_better_and_patience(tmp_path):
-    low, high = CheckpointManager(Path("x")), CheckpointManager(Path("x"), maximize_best_checkpoint_metric=True)
+    low, high = CheckpointManager(SaveSettings(Path("x"))), CheckpointManager(SaveSettings(Path("x"), maximize_best_checkpoint_metric=True))
     assert low.is_better(1.0, 2.0) and low.is_better(1.0, 1.0) and not low.is_better(1.0, 1.0, strict=True)
     assert high.is_better(2.0, 1.0) and not high.is_better(1.0, 2.0) and high.is_better(5.0, None)
     assert not low.is_better(math.nan, 2.0) and not low.is_better(math.inf, None)
-    manager = CheckpointManager(tmp_path, patience=2)
+    manager = CheckpointManager(SaveSettings(tmp_path, patience=2))
     assert [manager.should_stop_early(v) for v in [5.0, 4.0, 4.0, 3.9, 3.9, 4.2]] == \
         [False, False, False, False, False, True]
-    assert not CheckpointManager(tmp_path).should_stop_early(1.0)
-    maximizing = CheckpointManager(tmp_path, patience=1, maximize_best_checkpoint_metric=True)
+    assert not CheckpointManager(SaveSettings(tmp_path)).should_stop_early(1.0)
+    maximizing = CheckpointManager(SaveSettings(tmp_path, patience=1, maximize_best_checkpoint_metric=True))
     assert [maximizing.should_stop_early(v) for v in [50.0, 60.0, None, 60.0]] == [False, False, False, True]
 
 
 def test_keep_interval_updates_with_pattern(tmp_path):
-    manager = CheckpointManager(tmp_path, save_interval_updates=2, keep_interval_updates=2,
-                                keep_interval_updates_pattern=8, no_epoch_checkpoints=True)
+    manager = CheckpointManager(SaveSettings(tmp_path, save_interval_updates=2, keep_interval_updates=2,
+                                keep_interval_updates_pattern=8, no_epoch_checkpoints=True))
     simulate(manager, epochs=2, updates_per_epoch=11)
     interval = sorted(name for name in names_in(tmp_path) if name.count("_") == 2)
     # U=2..20 even (22 ends epoch 2): multiples of 8 spared, plus the newest two others.
@@ -191,7 +216,7 @@ def test_keep_last_epochs_and_foreign_files_survive(tmp_path):
                "checkpoint1-x.pt"]
     for name in foreign:
         (tmp_path / name).write_text("mine")
-    manager = CheckpointManager(tmp_path, keep_last_epochs=2)
+    manager = CheckpointManager(SaveSettings(tmp_path, keep_last_epochs=2))
     simulate(manager, epochs=5, updates_per_epoch=1)
     assert names_in(tmp_path) == {"checkpoint4.pt", "checkpoint5.pt", "checkpoint_last.pt", *foreign}
 
@@ -202,8 +227,8 @@ def test_keep_last_epochs_and_foreign_files_survive(tmp_path):
     (False, [-1.0, -2.0, -0.5], ["-1.000", "-2.000"]),
 ])
 def test_keep_best_checkpoints(tmp_path, maximize, scores, kept):
-    manager = CheckpointManager(tmp_path, keep_best_checkpoints=2, maximize_best_checkpoint_metric=maximize,
-                                best_checkpoint_metric="acc", no_epoch_checkpoints=True)
+    manager = CheckpointManager(SaveSettings(tmp_path, keep_best_checkpoints=2, maximize_best_checkpoint_metric=maximize,
+                                best_checkpoint_metric="acc", no_epoch_checkpoints=True))
     for epoch, score in enumerate(scores, start=1):
         manager.save(make_state(score), epoch=epoch, num_updates=epoch, end_of_epoch=True, val_metric=score)
     names = sorted(name for name in names_in(tmp_path) if name.startswith("checkpoint.best_"))
@@ -226,13 +251,13 @@ def test_copies_when_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
     def no_links(*_):
         raise OSError(errno.EPERM, "Operation not permitted")
     monkeypatch.setattr(os, "link", no_links)
-    manager = CheckpointManager(tmp_path)
+    manager = CheckpointManager(SaveSettings(tmp_path))
     paths = manager.save(make_state(7), epoch=1, num_updates=1, end_of_epoch=True, val_metric=1.0)
     assert [tag_of(path) for path in paths] == [7, 7, 7] and not list(tmp_path.glob("*.tmp*"))
 
 
 def first_save(tmp_path: Path) -> CheckpointManager:
-    manager = CheckpointManager(tmp_path)
+    manager = CheckpointManager(SaveSettings(tmp_path))
     manager.save(make_state(1), epoch=1, num_updates=1, end_of_epoch=True, val_metric=1.0)
     return manager
 
@@ -278,7 +303,7 @@ def test_crash_between_renames_leaves_every_name_whole(tmp_path, monkeypatch):
 
 
 def test_a_bug_while_saving_keeps_its_traceback(tmp_path):
-    manager = CheckpointManager(tmp_path)
+    manager = CheckpointManager(SaveSettings(tmp_path))
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         manager.save({"model": {}, "bad": lambda: None}, epoch=1, num_updates=1, end_of_epoch=True,
                      val_metric=None)
@@ -286,12 +311,12 @@ def test_a_bug_while_saving_keeps_its_traceback(tmp_path):
 
 
 def test_check_writable_creates_the_directory_and_refuses_a_path_under_a_file(tmp_path):
-    CheckpointManager(tmp_path / "a" / "b").check_writable()
+    CheckpointManager(SaveSettings(tmp_path / "a" / "b")).check_writable()
     assert (tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(UserError, match=r"--save-dir .*file/ckpt: not writable"):
-        CheckpointManager(blocker / "ckpt").check_writable()
+        CheckpointManager(SaveSettings(blocker / "ckpt")).check_writable()
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
@@ -302,17 +327,17 @@ def test_check_writable_read_only_directory(tmp_path):
     read_only.chmod(0o500)
     try:
         with pytest.raises(UserError, match="--save-dir .*ro: not writable"):
-            CheckpointManager(read_only).check_writable()
+            CheckpointManager(SaveSettings(read_only)).check_writable()
     finally:
         read_only.chmod(0o700)
 
 
 def test_round_trip_of_the_fairseq_keys(tmp_path):
-    args = argparse.Namespace(lr=[1e-5], save_dir=tmp_path, fn=print, nested=argparse.Namespace(a=(1, 2)),
-                              mixed=[1, object()], table={"k": None, "f": len})
-    cfg = plain_config(args)
+    flags = dict(lr=[1e-5], save_dir=tmp_path, fn=print, nested=argparse.Namespace(a=(1, 2)),
+                 mixed=[1, object()], table={"k": None, "f": len})
+    cfg = plain_config(flags)
     assert cfg == {"lr": [1e-5], "save_dir": str(tmp_path), "nested": {"a": (1, 2)}, "table": {"k": None}}
-    CheckpointManager(tmp_path).save({**make_state(3, 9), "cfg": cfg}, epoch=1, num_updates=9, end_of_epoch=True,
+    CheckpointManager(SaveSettings(tmp_path)).save({**make_state(3, 9), "cfg": cfg}, epoch=1, num_updates=9, end_of_epoch=True,
                                      val_metric=None)
     loaded = load_checkpoint(tmp_path / "checkpoint_last.pt")
     assert set(loaded) == {"args", "cfg", "model", "criterion", "optimizer_history", "task_state",
@@ -413,41 +438,41 @@ def test_every_truncation_point_is_a_user_error(tmp_path):
 
 
 def test_default_restore_file(tmp_path):
-    assert resolve_restore_file("checkpoint_last.pt", tmp_path, None) == (None, Resets())
+    assert starting_file(restore_settings(tmp_path)) == (None, Resets())
     first_save(tmp_path)
-    assert resolve_restore_file("checkpoint_last.pt", tmp_path, None) == (tmp_path / "checkpoint_last.pt",
-                                                                          Resets())
+    assert starting_file(restore_settings(tmp_path)) == (tmp_path / "checkpoint_last.pt", Resets())
+    assert restore_settings(tmp_path).resumes_own_run
     tmp_path = tmp_path / "suffixed"
-    CheckpointManager(tmp_path, checkpoint_suffix="-s").save(make_state(1), epoch=1, num_updates=1,
-                                                             end_of_epoch=True, val_metric=None)
-    assert resolve_restore_file("checkpoint_last.pt", tmp_path, None)[0] is None
-    assert resolve_restore_file("checkpoint_last.pt", tmp_path, None, suffix="-s")[0] == \
-        tmp_path / "checkpoint_last-s.pt"
+    CheckpointManager(SaveSettings(tmp_path, checkpoint_suffix="-s")).save(make_state(1), epoch=1, num_updates=1,
+                                                                           end_of_epoch=True, val_metric=None)
+    assert starting_file(restore_settings(tmp_path))[0] is None
+    assert starting_file(restore_settings(tmp_path, suffix="-s"))[0] == tmp_path / "checkpoint_last-s.pt"
 
 
 def test_explicit_restore_file_must_exist(tmp_path, monkeypatch):
     missing = tmp_path / "typo.pt"
     with pytest.raises(UserError, match=rf"--restore-file {missing}: no such file"):
-        resolve_restore_file(str(missing), tmp_path, None)
+        starting_file(restore_settings(tmp_path, str(missing)))
     first_save(tmp_path)
     monkeypatch.chdir(tmp_path.parent)
     with pytest.raises(UserError, match=r"did you mean .*checkpoint_best\.pt"):
-        resolve_restore_file("checkpoint_best.pt", tmp_path, None)
+        starting_file(restore_settings(tmp_path, "checkpoint_best.pt"))
     explicit = tmp_path / "checkpoint1.pt"
-    assert resolve_restore_file(str(explicit), tmp_path / "elsewhere", None) == (explicit, Resets())
+    assert starting_file(restore_settings(tmp_path / "elsewhere", str(explicit))) == (explicit, Resets())
+    assert not restore_settings(tmp_path, str(explicit)).resumes_own_run
 
 
 def test_finetune_from_model_only_for_a_fresh_run(tmp_path):
     pretrained = tmp_path / "model.pt"
     torch.save(make_state(0), pretrained)
     save_dir = tmp_path / "run"
-    path, resets = resolve_restore_file("checkpoint_last.pt", save_dir, str(pretrained))
+    path, resets = starting_file(restore_settings(save_dir, finetune_from_model=str(pretrained)))
     assert path == pretrained and resets == Resets(True, True, True, True)
     first_save(save_dir)
-    assert resolve_restore_file("checkpoint_last.pt", save_dir, str(pretrained)) == \
+    assert starting_file(restore_settings(save_dir, finetune_from_model=str(pretrained))) == \
         (save_dir / "checkpoint_last.pt", Resets())
     with pytest.raises(UserError, match="--finetune-from-model .*missing.pt: no such file"):
-        resolve_restore_file("checkpoint_last.pt", tmp_path / "new", str(tmp_path / "missing.pt"))
+        starting_file(restore_settings(tmp_path / "new", finetune_from_model=str(tmp_path / "missing.pt")))
 
 
 def saved_state() -> dict:
@@ -456,46 +481,56 @@ def saved_state() -> dict:
     return state
 
 
+def restored(state: dict, resets: Resets, overrides: str = "{}") -> dict:
+    """Every restored value by name: the trainer's part and the loop's."""
+    trainer, progress = restored_parts(state, resets, overrides)
+    return {**vars(trainer), **vars(progress)}
+
+
 def test_no_resets_restores_everything():
-    plan = apply_resets(saved_state(), Resets(), optimizer_name="adam", criterion_name="masked_lm",
-                        optimizer_overrides={"lr": 1e-4})
-    assert plan.optimizer_state is not None and plan.optimizer_overrides == {"lr": 1e-4}
-    assert plan.lr_scheduler_state == {"best": None, "step": 40} and plan.num_updates == 40
-    assert plan.train_iterator["iterations_in_epoch"] == 5 and plan.metrics == {"loss": {"sum": 3.0}}
-    assert plan.best == 0.7 and plan.previous_training_time == 120.0 and len(plan.optimizer_history) == 1
+    trainer, progress = restored_parts(saved_state(), Resets(), "{'lr': 1e-4}")
+    trainer.check_names("adam", "masked_lm")
+    assert trainer.optimizer is not None and trainer.optimizer_overrides == {"lr": 1e-4}
+    assert trainer.lr_scheduler == {"best": None, "step": 40} and trainer.num_updates == 40
+    assert progress.train_iterator["iterations_in_epoch"] == 5 and progress.meters == {"loss": {"sum": 3.0}}
+    assert progress.best == 0.7 and progress.previous_training_time == 120.0 and len(trainer.optimizer_history) == 1
 
 
 @pytest.mark.parametrize("resets, dropped", [
     # --reset-optimizer also drops the scheduler, the update count and the best score (fairseq #1302)
-    (Resets(optimizer=True), {"optimizer_state", "optimizer_overrides", "lr_scheduler_state", "num_updates", "best"}),
-    (Resets(lr_scheduler=True), {"lr_scheduler_state"}),
+    (Resets(optimizer=True), {"optimizer", "optimizer_overrides", "lr_scheduler", "num_updates", "best",
+                              "optimizer_reset"}),
+    (Resets(lr_scheduler=True), {"lr_scheduler"}),
     (Resets(dataloader=True), {"train_iterator"}),
-    (Resets(meters=True), {"metrics", "best", "previous_training_time"}),
+    (Resets(meters=True), {"meters", "best", "previous_training_time"}),
 ])
 def test_single_resets(resets, dropped):
-    full = apply_resets(saved_state(), Resets(), optimizer_name="adam", optimizer_overrides={"lr": 1.0})
-    plan = apply_resets(saved_state(), resets, optimizer_name="adam", optimizer_overrides={"lr": 1.0})
-    changed = {name for name in vars(full) if name != "model" and getattr(full, name) != getattr(plan, name)}
-    assert changed == dropped
+    full = restored(saved_state(), Resets(), "{'lr': 1.0}")
+    part = restored(saved_state(), resets, "{'lr': 1.0}")
+    assert {name for name in full if full[name] != part[name]} == dropped
 
 
 def test_epoch_boundary_and_a_model_without_training_state():
     state = saved_state()
     state["extra_state"]["train_iterator"].update(epoch=2, iterations_in_epoch=0)
-    plan = apply_resets(state, Resets(), optimizer_name="adam")
-    assert plan.metrics is None and plan.best == 0.7
-    plan = apply_resets({"model": {"w": 1}}, Resets(), optimizer_name="adam")
-    assert plan == checkpoint.RestorePlan({"w": 1}, None, {}, None, 0, [], None, None, None, 0.0)
+    _, progress = restored_parts(state, Resets())
+    assert progress.meters is None and progress.best == 0.7
+    assert restored_parts({"model": {"w": 1}}, Resets()) == (TrainerState(), RunProgress())
+    assert restored_parts({}, EVERYTHING) == (TrainerState(optimizer_reset=True), RunProgress())
 
 
 def test_optimizer_mismatch_suggests_reset_optimizer():
+    trainer, _ = restored_parts(saved_state(), Resets())
     with pytest.raises(UserError, match="optimizer adam, this run uses fp16.*--reset-optimizer"):
-        apply_resets(saved_state(), Resets(), optimizer_name="fp16")
+        trainer.check_names("fp16", "masked_lm")
     with pytest.raises(UserError, match="criterion masked_lm, this run uses sentence_ranking.*--reset-optimizer"):
-        apply_resets(saved_state(), Resets(), optimizer_name="adam", criterion_name="sentence_ranking")
-    assert apply_resets(saved_state(), Resets(optimizer=True), optimizer_name="fp16").num_updates == 0
+        trainer.check_names("adam", "sentence_ranking")
+    reset, _ = restored_parts(saved_state(), Resets(optimizer=True))
+    reset.check_names("fp16", "masked_lm")
+    assert reset.num_updates == 0
 
 
 def test_resets_from_flags_and_merged():
-    assert Resets.from_args(parse(["--reset-meters", "--reset-dataloader"])) == Resets(dataloader=True, meters=True)
+    settings = settings_from_flags(RestoreSettings, parse(["--reset-meters", "--reset-dataloader"]))
+    assert settings.resets == Resets(dataloader=True, meters=True)
     assert Resets(optimizer=True).merged_with(Resets(meters=True)) == Resets(optimizer=True, meters=True)

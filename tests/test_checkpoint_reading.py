@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from roberta.checkpoint import build_checkpoint_state, load_checkpoint
+from roberta.checkpoint.files import build_checkpoint_state, load_checkpoint
 from roberta.errors import UserError
 from roberta.models import ModelConfig, RobertaModel
 from roberta.models.hf_export import save_our_checkpoint

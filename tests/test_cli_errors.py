@@ -8,28 +8,9 @@ from pathlib import Path
 
 import pytest
 
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(module: str, *argv: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"roberta.cli.{module}", *map(str, argv)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, prog: str, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"{prog}: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in last, last
-
-
-def tiny_args(data: Path, save_dir: Path, *extra: str | Path) -> list[str]:
-    return [str(data), "--arch", "roberta_tiny", "--max-tokens", "1024", "--tokens-per-sample", "128",
-            "--sample-break-mode", "complete", "--max-update", "2", "--save-dir", str(save_dir),
-            "--num-workers", "0", "--cpu", *map(str, extra)]
+from support.cli import assert_one_line_error, run_cli
+from support.paths import REPO
+from support.train_args import tiny_args
 
 
 def test_missing_data_directory(tmp_path: Path) -> None:
@@ -69,7 +50,7 @@ def test_missing_restore_file_is_an_error_not_a_fresh_start(demo_data_bin: Path,
 ])
 def test_help_lists_the_chosen_components_flags(argv: list[str], present: list[str], absent: list[str],
                                                 capsys: pytest.CaptureFixture) -> None:
-    from roberta import options
+    from roberta.cli import options
 
     with pytest.raises(SystemExit) as exit_info:
         options.parse_args(argv, train=True)

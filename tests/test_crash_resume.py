@@ -12,72 +12,20 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from roberta.checkpoint import load_checkpoint, num_updates
-from roberta.faults import ENVIRONMENT_VARIABLE as FAULTS
+from roberta.checkpoint.files import load_checkpoint, num_updates
 from roberta.stop_signals import StoppedBySignal, StopSignals
+from support.live_run import Run, run_to_end
+from support.train_args import MAX_UPDATE, SAVE_EVERY, train_command
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
-TIMEOUT = 240
-MAX_UPDATE = 40  # --max-tokens 4096 makes 31 updates per epoch: the run crosses an epoch end
-SAVE_EVERY = 4
-EPOCH_END = 31
-
-
-def train_command(data: Path, save_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "roberta.cli.train", str(data), "--task", "masked_lm", "--arch", "roberta_tiny",
-            "--encoder-layers", "1", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-            "--encoder-attention-heads", "2", "--sample-break-mode", "complete", "--tokens-per-sample", "128", "--max-tokens", "4096",
-            "--optimizer", "adam", "--lr", "1e-3", "--clip-norm", "1.0", "--lr-scheduler", "polynomial_decay",
-            "--warmup-updates", "10", "--total-num-update", str(MAX_UPDATE), "--max-update", str(MAX_UPDATE),
-            "--save-interval-updates", str(SAVE_EVERY), "--keep-interval-updates", "3", "--seed", "5",
-            "--log-interval", "4", "--no-progress-bar", "--num-workers", "1", "--cpu", "--save-dir", str(save_dir),
-            *extra]
-
-
-class Run:
-    """A training subprocess whose merged output is read line by line while it runs."""
-
-    def __init__(self, command: list[str], faults: str = "", *, new_session: bool = False) -> None:
-        env = {**os.environ, FAULTS: faults, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env=env, start_new_session=new_session)
-        self.lines: list[str] = []
-        self._watchdog = threading.Timer(TIMEOUT, self.process.kill)
-        self._watchdog.start()
-
-    def wait_for(self, fragment: str) -> str:
-        """Read output until a line contains `fragment`; fails if the process ends first."""
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if fragment in line:
-                return line
-        raise AssertionError(f"the run ended without printing {fragment!r}:\n{self.output[-3000:]}")
-
-    def finish(self) -> int:
-        self.lines.extend(self.process.stdout)
-        code = self.process.wait()
-        self._watchdog.cancel()
-        return code
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-def run_to_end(command: list[str], faults: str = "") -> tuple[int, str]:
-    run = Run(command, faults)
-    code = run.finish()
-    return code, run.output
+EPOCH_END = 31  # train_command's --max-tokens 4096 makes 31 updates per epoch
 
 
 def checkpoints(save_dir: Path) -> list[Path]:

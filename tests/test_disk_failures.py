@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from mount_namespace import require_mount_namespace, run_in_namespace
 
-from roberta.checkpoint import load_checkpoint, num_updates
+from roberta.checkpoint.files import load_checkpoint, num_updates
+from support.mount_namespace import require_mount_namespace, run_in_namespace
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from roberta.faults import ENVIRONMENT_VARIABLE as FAULTS
-from test_train_mlm import json_events
+from support.logs import json_events
+from support.train_args import model_size_flags
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +26,9 @@ UPDATES = 16
 
 def train_command(data: Path, save_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "roberta.cli.train", str(data), "--task", "masked_lm", "--arch", "roberta_tiny",
-            "--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
-            "--encoder-attention-heads", "2", "--dropout", "0", "--attention-dropout", "0",
-            "--sample-break-mode", "complete", "--tokens-per-sample", "64", "--max-tokens", "512",
-            "--required-batch-size-multiple", "1", "--skip-invalid-size-inputs-valid-test",
+            *model_size_flags(layers=2, embed_dim=64, ffn_dim=128, heads=2), "--dropout", "0",
+            "--attention-dropout", "0", "--sample-break-mode", "complete", "--tokens-per-sample", "64",
+            "--max-tokens", "512", "--required-batch-size-multiple", "1", "--skip-invalid-size-inputs-valid-test",
             "--optimizer", "adam", "--lr", "1e-3", "--clip-norm", "1.0", "--save-dir", str(save_dir),
             "--save-interval-updates", "8", "--max-update", str(UPDATES), "--num-workers", "0",
             "--log-format", "json", "--log-interval", "4", "--cpu", *extra]

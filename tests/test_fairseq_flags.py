@@ -1,5 +1,5 @@
 """Every flag of fairseq 0.12.2's help texts is accepted with fairseq's meaning and default, or is
-listed in `roberta.fairseq_flags` with a reason; docs/fairseq-flags.md is generated from both.
+listed in `roberta.cli.fairseq_flags` with a reason; docs/fairseq-flags.md is generated from both.
 
 The help texts are the reference fixtures of the shared folder (skipped when absent). fairseq's
 help prints no defaults, so FAIRSEQ_DEFAULTS holds them as fairseq 0.12.2's parser has them;
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from roberta import fairseq_flags, options
+from roberta.cli import fairseq_flags
+from roberta.cli import options
 from roberta.errors import UserError
 from roberta.optim.options import parse_float_tuple
 
@@ -84,7 +85,7 @@ def test_every_fairseq_flag_is_accepted_or_listed_with_a_reason(reference: Path,
     assert len(flags) > 100, "the help text was not parsed"
     parser = our_parser(stem)
     missing = sorted(flag for flag, alias in flags.items() if flag_table.status(parser, flag, alias)[0] is None)
-    assert not missing, f"neither accepted nor in roberta/fairseq_flags.py: {missing}"
+    assert not missing, f"neither accepted nor in roberta/cli/fairseq_flags.py: {missing}"
 
 
 def _default_cases() -> list:
@@ -182,14 +183,16 @@ def test_max_sentences_valid_is_batch_size_valid() -> None:
 
 def test_masked_lm_max_positions_defaults_to_tokens_per_sample() -> None:
     import tasks  # noqa: F401  registers the tasks
+    from roberta.cli.assembly import assemble_training, model_arch
     from roberta.models import build_model_config
 
-    args = options.parse_args(TRAIN + ["--task", "masked_lm", "--tokens-per-sample", "64"], train=True)
-    assert build_model_config(args, 100).max_positions == 64
-    given = options.parse_args(TRAIN + ["--tokens-per-sample", "64", "--max-positions", "128"], train=True)
-    assert build_model_config(given, 100).max_positions == 128
-    ranking = options.parse_args(TRAIN + ["--task", "sentence_ranking", "--num-classes", "4"], train=True)
-    config = build_model_config(ranking, 100)
+    def model_config(argv: list[str]):
+        settings = assemble_training(options.parse_args(TRAIN + argv, train=True))
+        return build_model_config(model_arch(settings, None), 100)
+
+    assert model_config(["--task", "masked_lm", "--tokens-per-sample", "64"]).max_positions == 64
+    assert model_config(["--tokens-per-sample", "64", "--max-positions", "128"]).max_positions == 128
+    config = model_config(["--task", "sentence_ranking", "--num-classes", "4"])
     # fairseq's base_architecture values.
     assert (config.max_positions, config.dropout, config.attention_dropout, config.activation_dropout,
             config.pooler_dropout) == (512, 0.1, 0.1, 0.0, 0.0)

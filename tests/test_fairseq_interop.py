@@ -22,21 +22,21 @@ from roberta.cli import convert, train, validate
 from roberta.models import RobertaModel
 from roberta.models.pretrained import load_pretrained
 from roberta.models.weights import load_model_weights
+from support.race_data import generated_race_bin
+from support.train_args import model_size_flags
 
 FAIRSEQ_PYTHON = os.environ.get("FAIRSEQ_PYTHON", "")
 if not FAIRSEQ_PYTHON:
     pytest.skip("FAIRSEQ_PYTHON is not set (scripts/fairseq_reference_env.sh builds fairseq 0.12.2's venv)",
                 allow_module_level=True)
 
-from test_sentence_ranking import generated_race_bin  # noqa: E402
-
 HEAD = "sentence_classification_head"
 FORMATS = ("fairseq", "fairseq-2019")
 TOLERANCE = 1e-5
 # One thread per fairseq process: its start-up and tiny batches gain nothing from more on 2 cores.
 FAIRSEQ_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TINY_MODEL = ["--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-              "--encoder-attention-heads", "2", "--dropout", "0", "--attention-dropout", "0"]
+TINY_MODEL = [*model_size_flags(layers=2, embed_dim=32, ffn_dim=64, heads=2), "--dropout", "0",
+              "--attention-dropout", "0"]
 RANKING = ["--num-classes", "4", "--init-token", "0", "--separator-token", "2", "--max-option-length", "32",
            "--shorten-method", "truncate"]
 

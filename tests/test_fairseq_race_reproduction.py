@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from roberta.cli import bpe, preprocess, train
-from test_fairseq_reference import fairseq_log
-from test_train_mlm import json_events
+from support.logs import fairseq_log, json_events
 
 FAIRSEQ_PYTHON = os.environ.get("FAIRSEQ_PYTHON", "")
 if not FAIRSEQ_PYTHON:

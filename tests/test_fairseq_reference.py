@@ -17,7 +17,7 @@ import torch
 from roberta.cli import train, validate
 from roberta.models.pretrained import load_pretrained
 from roberta.models.roberta import RobertaModel
-from tests.test_train_mlm import json_events
+from support.logs import fairseq_log, json_events
 
 MLM_FLAGS = ("--task masked_lm --criterion masked_lm --arch roberta_base --encoder-layers 2 --encoder-embed-dim 64 "
              "--encoder-ffn-embed-dim 128 --encoder-attention-heads 2 --tokens-per-sample 64 --max-positions 64 "
@@ -42,10 +42,6 @@ def run_fairseq_command(reference: Path, save_dir: Path, *, max_update: int) -> 
     train.main([str(save_dir / "data-bin"), *MLM_FLAGS, "--max-update", str(max_update), "--save-dir", str(save_dir),
                 "--num-workers", "0", "--log-file", str(log_file)])
     return log_file.read_text(encoding="utf-8")
-
-
-def fairseq_log(path: Path, tag: str) -> list[dict]:
-    return json_events(path.read_text(encoding="utf-8"), tag)
 
 
 def load_model(path: Path) -> RobertaModel:

@@ -14,7 +14,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from roberta import logging as roberta_logging, options
+from roberta import logging as roberta_logging
+from roberta.cli import options
 from roberta.cli import train
 from roberta.cli.common import exit_on_user_error, import_user_modules, run_cli
 from roberta.flag_types import MAX_SEED, NumberFlag

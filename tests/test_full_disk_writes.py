@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from mount_namespace import require_mount_namespace, run_in_namespace
 
 from roberta.models import ModelConfig, RobertaModel
 from roberta.models.hf_export import save_our_checkpoint
+from support.mount_namespace import require_mount_namespace, run_in_namespace
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from roberta.cli import train
+from roberta.cli.settings import settings_from_flags
 from roberta.errors import UserError
 from roberta.models import RobertaModel
 from roberta.models.config import ModelConfig
@@ -16,8 +17,9 @@ from roberta.optim import add_optimization_args
 from roberta.optim.adam import Adam
 from roberta.optim.layer_decay import align_saved_groups, describe_param_groups, layer_decay_param_groups
 from roberta.registry import LR_SCHEDULERS
-from test_cli_errors import assert_one_line_error, run_cli
-from test_train_mlm import json_events, tiny_run
+from support.cli import assert_one_line_error, run_cli
+from support.logs import json_events
+from support.train_args import tiny_run
 
 DECAY = 0.5
 LAYERS = 3
@@ -110,7 +112,7 @@ def build_scheduler(name: str, argv: list[str], optimizer: torch.optim.Optimizer
     add_optimization_args(parser)
     scheduler_cls = LR_SCHEDULERS.get(name)
     scheduler_cls.add_args(parser)
-    return scheduler_cls.from_args(parser.parse_args(argv), optimizer)
+    return scheduler_cls.build(settings_from_flags(scheduler_cls.Settings, parser.parse_args(argv)), optimizer)
 
 
 GROUP_FACTORS = {"layer 2 + heads": 1.0, "layer 1": DECAY, "layer 0": DECAY ** 2, "embeddings": DECAY ** 3}

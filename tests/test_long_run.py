@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.train_args import SMALLEST_SIZES
+
 pytestmark = [pytest.mark.reliability, pytest.mark.slow,
               pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
                                  reason="reads /proc, with child lists (Linux, CONFIG_PROC_CHILDREN)")]
@@ -167,8 +169,7 @@ def wait_for(process: subprocess.Popen, deadline: float) -> bool:
 
 
 def long_run_args(data: Path, save_dir: Path, updates: int, *extra: str) -> list[str]:
-    return [str(data), "--arch", "roberta_tiny", "--encoder-layers", "1", "--encoder-embed-dim", "32",
-            "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--lr", "1e-3",
+    return [str(data), "--arch", "roberta_tiny", *SMALLEST_SIZES, "--lr", "1e-3",
             "--max-tokens", "512", "--max-tokens-valid", "2048", "--tokens-per-sample", "128",
             "--sample-break-mode", "complete", "--max-update", str(updates),
             "--save-interval-updates", str(EVERY), "--validate-interval-updates", str(EVERY),

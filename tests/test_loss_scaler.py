@@ -1,11 +1,12 @@
 """DynamicLossScaler: fairseq's state machine, step by step."""
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
 
+from roberta.cli import options
+from roberta.cli.assembly import assemble_training
 from roberta.errors import UserError
 from roberta.optim.loss_scaler import DynamicLossScaler, MinimumLossScaleReached
 
@@ -71,13 +72,17 @@ def test_state_dict_round_trip_continues_identically() -> None:
     assert run(restored, future) == run(original, future)
 
 
+def assembled_scaler(*flags: str) -> DynamicLossScaler:
+    """The scaler `roberta-train` builds from these flags (the window is derived at assembly)."""
+    args = options.parse_args(["data", "--arch", "roberta_tiny", "--max-tokens", "64", "--fp16-init-scale", "4",
+                               "--threshold-loss-scale", "1", *flags], train=True)
+    return DynamicLossScaler.build(assemble_training(args).loss_scaler)
+
+
 def test_default_window_follows_update_freq_and_world_size() -> None:
-    args = argparse.Namespace(fp16_init_scale=4.0, fp16_scale_window=None, fp16_scale_tolerance=0.0,
-                              threshold_loss_scale=1.0, min_loss_scale=1e-4, update_freq=[8],
-                              distributed_world_size=1)
-    scaler = DynamicLossScaler.from_args(args)
+    scaler = assembled_scaler("--update-freq", "8", "--distributed-world-size", "1")
     assert (scaler.scale, scaler.scale_window, scaler.threshold) == (4.0, 2048, 1.0)
-    args.distributed_world_size = 8
-    assert DynamicLossScaler.from_args(args).scale_window == 256
-    args.fp16_scale_window = 128
-    assert DynamicLossScaler.from_args(args).scale_window == 128
+    args = options.parse_args(["data", "--arch", "roberta_tiny", "--max-tokens", "64", "--update-freq", "8"],
+                              train=True)
+    assert assemble_training(args, world_size=8).loss_scaler.fp16_scale_window == 256
+    assert assembled_scaler("--update-freq", "8", "--fp16-scale-window", "128").scale_window == 128

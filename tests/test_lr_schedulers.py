@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from roberta.cli.settings import settings_from_flags
 from roberta.errors import UserError
-from roberta.optim import add_optimization_args, parse_lr, parse_update_freq
+from roberta.optim import OptimizationSettings, add_optimization_args, parse_lr, parse_update_freq
 from roberta.optim.adam import Adam
+from roberta.optim.lr_scheduler.cosine import CosineSchedule
+from roberta.optim.lr_scheduler.polynomial_decay import PolynomialDecaySchedule
+from roberta.optim.lr_scheduler.tri_stage import TriStageSchedule
 from roberta.registry import LR_SCHEDULERS
 
 SCALE = 0.25  # lr_scale of the second param group, as layer-wise LR decay would set it
@@ -21,13 +26,18 @@ def make_optimizer() -> Adam:
     return Adam(groups, lr=1.0)
 
 
-def build(name: str, argv: list[str], optimizer: torch.optim.Optimizer | None = None):
+def parse(name: str, argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_optimization_args(parser)
+    LR_SCHEDULERS.get(name).add_args(parser)
+    return parser.parse_args(argv)
+
+
+def build(name: str, argv: list[str], optimizer: torch.optim.Optimizer | None = None):
+    """The scheduler the command layer builds from `argv`: flags, then its settings, then it."""
     scheduler_cls = LR_SCHEDULERS.get(name)
-    scheduler_cls.add_args(parser)
-    args = parser.parse_args(argv)
-    return scheduler_cls.from_args(args, optimizer or make_optimizer())
+    settings = settings_from_flags(scheduler_cls.Settings, parse(name, argv))
+    return scheduler_cls.build(settings, optimizer or make_optimizer())
 
 
 def assert_lr(scheduler, returned: float, expected: float) -> None:
@@ -217,6 +227,33 @@ def test_bad_flags_are_user_errors(name: str, argv: list[str], message: str) -> 
         build(name, argv)
 
 
+@pytest.mark.parametrize("name", sorted(LR_SCHEDULERS.names()))
+def test_settings_fields_are_flag_dests_with_the_flag_defaults(name: str) -> None:
+    flags = vars(parse(name, []))
+    for field in dataclasses.fields(LR_SCHEDULERS.get(name).Settings):
+        assert field.name in flags, f"{name}: field {field.name} is not a flag"
+        if field.default is not dataclasses.MISSING:
+            assert field.default == flags[field.name], f"{name}: default of {field.name}"
+
+
+def test_settings_check_the_flags_before_any_optimizer_exists() -> None:
+    with pytest.raises(UserError, match="--total-num-update or --max-update"):
+        PolynomialDecaySchedule.Settings(lr=(0.1,))
+    with pytest.raises(UserError, match="--warmup-updates 10 leaves no updates"):
+        CosineSchedule.Settings(lr=(0.1,), warmup_updates=10, max_update=10)
+    with pytest.raises(UserError, match="--phase-ratio needs --max-update"):
+        TriStageSchedule.Settings(lr=(0.1,), phase_ratio="(0.5, 0.25, 0.25)")
+
+
+def test_settings_resolve_lengths_from_max_update() -> None:
+    assert PolynomialDecaySchedule.Settings(lr=(0.1,), max_update=40).end_update == 40
+    assert PolynomialDecaySchedule.Settings(lr=(0.1,), max_update=40, total_num_update=30).end_update == 30
+    cosine = CosineSchedule.Settings(lr=(1e-6,), max_lr=1e-3, max_update=110, warmup_updates=10)
+    assert (cosine.peak_lr, cosine.floor_lr, cosine.period) == (1e-3, 1e-6, 100)
+    tri_stage = TriStageSchedule.Settings(lr=(1.0,), phase_ratio="(0.1, 0.4, 0.5)", max_update=100)
+    assert tri_stage.stage_steps == (10, 40, 50)
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["--lr", "0"], "--lr"), (["--lr=-1e-5"], "--lr"), (["--lr", "abc"], "--lr"), (["--lr", "nan"], "--lr"),
     (["--update-freq", "0"], "--update-freq"), (["--update-freq", "2,x"], "--update-freq"),
@@ -240,3 +277,24 @@ def test_optimization_flags_parse_fairseq_spellings() -> None:
     assert parse_lr("(0.1, 0.01,)") == [0.1, 0.01]
     assert parse_lr([3e-5]) == [3e-5]
     assert parse_update_freq("8") == [8]
+
+
+def test_optimization_settings_hold_every_flag_with_its_default() -> None:
+    parser = argparse.ArgumentParser()
+    add_optimization_args(parser)
+    flags = parser.parse_args([])
+    assert {field.name for field in dataclasses.fields(OptimizationSettings)} == set(vars(flags))
+    assert settings_from_flags(OptimizationSettings, flags) == OptimizationSettings()
+    parsed = settings_from_flags(OptimizationSettings, parser.parse_args(["--lr", "0.1,0.01", "--update-freq", "4,2"]))
+    assert (parsed.lr, parsed.update_freq) == ((0.1, 0.01), (4, 2))
+
+
+@pytest.mark.parametrize("values, flag", [
+    ({"lr": (0.0,)}, "--lr"), ({"update_freq": (0,)}, "--update-freq"), ({"update_freq": ()}, "--update-freq"),
+    ({"clip_norm": -1.0}, "--clip-norm"), ({"max_update": -3}, "--max-update"), ({"max_epoch": -1}, "--max-epoch"),
+    ({"stop_min_lr": math.nan}, "--stop-min-lr"), ({"lr_decay": 1.5}, "--lr-decay"),
+    ({"lr_decay_layers": 0}, "--lr-decay-layers"),
+])
+def test_optimization_settings_built_in_code_get_the_flag_checks(values: dict, flag: str) -> None:
+    with pytest.raises(UserError, match=flag):
+        OptimizationSettings(**values)

@@ -6,9 +6,7 @@ and autocast on the CPU, which torch supports (slowly) for a model this small.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
 import math
 import subprocess
@@ -19,15 +17,17 @@ import pytest
 import torch
 
 from criterions.masked_lm import MaskedLMCriterion
-from roberta import checkpoint, options
+from roberta.checkpoint.restore import Resets, restored_parts
+from roberta.cli import options
 from roberta.cli import train
 from roberta.errors import UserError
 from roberta.models import ModelConfig, RobertaModel
 from roberta.optim.adam import Adam
-from roberta.optim.loss_scaler import DynamicLossScaler
+from roberta.optim.loss_scaler import NO_LOSS_SCALING, DynamicLossScaler, LossScaler
 from roberta.optim.lr_scheduler.fixed import FixedSchedule
 from roberta.precision import FP32, Precision
 from roberta.trainer import Trainer
+from support.logs import json_events
 
 REPO = Path(__file__).resolve().parent.parent
 FALLBACK = "needs a CUDA GPU; running in fp32 on the CPU (the loss-scaling flags are ignored)"
@@ -67,7 +67,7 @@ def model() -> RobertaModel:
 
 
 def make_trainer(model: RobertaModel, criterion: MaskedLMCriterion | None = None, *,
-                 scaler: DynamicLossScaler | None = None, precision: Precision = FP32) -> Trainer:
+                 scaler: LossScaler = NO_LOSS_SCALING, precision: Precision = FP32) -> Trainer:
     optimizer = Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     return Trainer(model, criterion or MaskedLMCriterion(padding_idx=1), optimizer,
                    FixedSchedule(optimizer, [1e-3]), device=torch.device("cpu"), clip_norm=1.0,
@@ -105,24 +105,20 @@ def test_non_finite_gradient_without_a_scaler_still_stops(model: RobertaModel) -
         trainer.train_step([make_batch(1)])
 
 
-def checkpoint_args() -> argparse.Namespace:
-    return argparse.Namespace(no_save_optimizer_state=False)
-
-
 @pytest.mark.parametrize("reset_optimizer", [False, True])
 def test_loss_scaler_state_is_checkpointed_with_the_optimizer(model: RobertaModel,
                                                               reset_optimizer: bool) -> None:
     trainer = make_trainer(copy.deepcopy(model), InfLossOnCalls({2}), scaler=DynamicLossScaler(128.0))
     for seed in (1, 2, 3):
         trainer.train_step([make_batch(seed)])
-    state = trainer.checkpoint_state(checkpoint_args(), {"train_iterator": {"epoch": 1}})
+    state = trainer.checkpoint_state({}, {"train_iterator": {"epoch": 1}})
     assert state["last_optimizer_state"]["loss_scale"] == 64.0
     resumed = make_trainer(copy.deepcopy(model), InfLossOnCalls(set()), scaler=DynamicLossScaler(128.0))
-    resumed.load_checkpoint(state, checkpoint.Resets(optimizer=reset_optimizer), path="ckpt.pt")
+    resumed.restore(restored_parts(state, Resets(optimizer=reset_optimizer))[0], path="ckpt.pt")
     expected = DynamicLossScaler(128.0).state_dict() if reset_optimizer else trainer.loss_scaler.state_dict()
     assert resumed.loss_scaler.state_dict() == expected
     fp32_run = make_trainer(copy.deepcopy(model), InfLossOnCalls(set()))
-    fp32_run.load_checkpoint(state, checkpoint.Resets(), path="ckpt.pt")  # the scale is simply not needed
+    fp32_run.restore(restored_parts(state, Resets())[0], path="ckpt.pt")  # the scale is simply not needed
     assert fp32_run.extra_stats() == {}
 
 
@@ -146,10 +142,6 @@ def tiny_run(data: Path, save_dir: Path, *extra: str) -> list[str]:
             "--max-tokens", "1024", "--lr", "3e-3", "--lr-scheduler", "polynomial_decay", "--warmup-updates", "5",
             "--dropout", "0.0", "--attention-dropout", "0.0", "--save-dir", str(save_dir), "--no-epoch-checkpoints",
             "--num-workers", "0", "--seed", "3", "--log-format", "json", "--cpu", *extra]
-
-
-def json_events(stderr: str, tag: str) -> list[dict]:
-    return [json.loads(line.split(f"| {tag} | ", 1)[1]) for line in stderr.splitlines() if f"| {tag} |" in line]
 
 
 def final_valid_loss(stderr: str) -> float:

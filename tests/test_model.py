@@ -10,18 +10,18 @@ import torch
 
 from roberta.errors import UserError
 from roberta.models import ModelConfig, RobertaModel, add_model_args, build_model_config
+from roberta.models.architectures import ArchSettings, arch_settings
 from roberta.models.encoder import dropout
 from roberta.registry import ARCHS
 
 ROBERTA_VOCAB = 50265
 
 
-def _args(arch: str, *flags: str) -> argparse.Namespace:
+def _args(arch: str, *flags: str) -> ArchSettings:
+    """The architecture settings the command layer makes of `--arch arch` and `flags`."""
     parser = argparse.ArgumentParser()
     add_model_args(parser)
-    args = parser.parse_args(list(flags))
-    args.arch = arch
-    return args
+    return arch_settings({**vars(parser.parse_args(list(flags))), "arch": arch})
 
 
 def _sizes(config: ModelConfig) -> tuple[int, int, int, int]:

@@ -12,6 +12,7 @@ from roberta.cli import train
 from roberta.cli.train import check_epoch_trained
 from roberta.errors import UserError
 from roberta.faults import ENVIRONMENT_VARIABLE as FAULTS
+from support.train_args import model_size_flags
 
 NOTHING_TO_PREDICT = '''
 from criterions.masked_lm import MaskedLMCriterion
@@ -31,8 +32,8 @@ class NothingToPredict(MaskedLMCriterion):
 def tiny_training(data: Path, save_dir: Path, *extra: str) -> list[str]:
     # --max-epoch bounds a run that would otherwise loop forever, so a regression fails instead of hanging;
     # the small valid split as training data makes an epoch one step.
-    return [str(data), "--task", "masked_lm", "--arch", "roberta_tiny", "--encoder-layers", "1",
-            "--encoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2",
+    return [str(data), "--task", "masked_lm", "--arch", "roberta_tiny",
+            *model_size_flags(layers=1, embed_dim=16, ffn_dim=32, heads=2),
             "--sample-break-mode", "complete", "--tokens-per-sample", "128", "--max-tokens", "16384",
             "--max-epoch", "2", "--train-subset", "valid", "--num-workers", "0", "--cpu", "--no-progress-bar", "--save-dir", str(save_dir),
             *extra]

@@ -12,7 +12,8 @@ import pytest
 from roberta.data.dictionary import Dictionary
 from roberta.data.gpt2_bpe import GPT2BPE
 from roberta.data.indexed_dataset import MMapIndexedDataset
-from test_preprocess_race import SCRIPTS, assert_one_line_error, read_lines, run, script_env
+from support.paths import SCRIPTS
+from support.scripts import assert_error_is_only_line, read_lines, run, script_env
 
 # Words: The(0) cat(1) _(2) on(3) the(4) mat(5) .(6) It(7) was(8) _(9) happy(10) .(11)
 TWO_BLANKS = {"article": "The cat  _ on the\nmat . It was _ happy .",
@@ -85,7 +86,7 @@ def test_malformed_exam_is_one_line_error_and_writes_nothing(tmp_path: Path, cas
     cloze = write_cloze(tmp_path, {**FILES, "dev/sub/3.json": content})
     result = run(sys.executable, SCRIPTS / "preprocess_cloze.py", "--input-dir", cloze,
                  "--output-dir", tmp_path / "out")
-    assert_one_line_error(result, "preprocess_cloze.py", str(cloze / "dev" / "sub" / "3.json"), message)
+    assert_error_is_only_line(result, "preprocess_cloze.py", str(cloze / "dev" / "sub" / "3.json"), message)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cloze"]
 
 
@@ -97,7 +98,7 @@ def test_malformed_exam_is_one_line_error_and_writes_nothing(tmp_path: Path, cas
 def test_inconsistent_mode_flags_are_refused(tmp_path: Path, flags: list[str], message: str) -> None:
     result = run(sys.executable, SCRIPTS / "preprocess_cloze.py", "--input-dir", write_cloze(tmp_path),
                  "--output-dir", tmp_path / "out", *flags)
-    assert_one_line_error(result, "preprocess_cloze.py", message)
+    assert_error_is_only_line(result, "preprocess_cloze.py", message)
     assert not (tmp_path / "out").exists()
 
 
@@ -106,7 +107,7 @@ def test_missing_split_folder_is_named(tmp_path: Path) -> None:
                                    if not name.startswith("test/")})
     result = run(sys.executable, SCRIPTS / "preprocess_cloze.py", "--input-dir", cloze,
                  "--output-dir", tmp_path / "out")
-    assert_one_line_error(result, "preprocess_cloze.py", str(cloze / "test"), "not found")
+    assert_error_is_only_line(result, "preprocess_cloze.py", str(cloze / "test"), "not found")
 
 
 @pytest.mark.slow

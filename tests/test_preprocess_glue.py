@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -14,9 +13,9 @@ import pytest
 from roberta.data.dictionary import Dictionary
 from roberta.data.gpt2_bpe import GPT2BPE
 from roberta.data.indexed_dataset import MMapIndexedDataset
+from support.paths import REPO, SCRIPTS
+from support.scripts import assert_error_is_only_line, read_lines, script_env
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = REPO / "scripts"
 EXTRACT = SCRIPTS / "preprocess_glue.py"
 DRIVER = SCRIPTS / "preprocess_glue.sh"
 REAL_TASKS = ("CoLA", "SST-2", "MRPC", "RTE", "STS-B")
@@ -27,13 +26,6 @@ needs_console_scripts = pytest.mark.skipif(shutil.which("roberta-bpe") is None,
                                            reason="console scripts not installed (pip install -e .)")
 
 
-def script_env() -> dict[str, str]:
-    # The checkout first on the path: the console scripts and `python scripts/...` must import
-    # this tree's `roberta`, whatever the editable install points at.
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "PYTHON": sys.executable, "WORKERS": "1"}
-
-
 def run(*command: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(part) for part in command], capture_output=True, text=True,
                           env=script_env(), cwd=REPO, timeout=300)
@@ -42,19 +34,6 @@ def run(*command: str | Path) -> subprocess.CompletedProcess:
 def extract(glue: Path, task: str, out: Path, *options: str) -> subprocess.CompletedProcess:
     return run(sys.executable, EXTRACT, "--glue-dir", glue, "--task", task, "--output-dir", out,
                *options)
-
-
-def read_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, prog: str, *fragments: str) -> None:
-    assert result.returncode == 1, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"{prog}: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def write_tsv(path: Path, rows: list[list[str]], header: list[str] | None = None) -> Path:
@@ -190,7 +169,7 @@ def test_malformed_row_is_one_line_error_naming_file_and_line(tmp_path: Path, ca
     task, rows, header, line, message = MALFORMED[case]
     bad = write_tsv(tmp_path / "glue" / task / "dev.tsv", rows, header)
     result = extract(tmp_path / "glue", task, tmp_path / "out", "--splits", "dev")
-    assert_one_line_error(result, "preprocess_glue.py", f"{bad}:{line}: ", message)
+    assert_error_is_only_line(result, "preprocess_glue.py", f"{bad}:{line}: ", message)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["glue"], "output or temp left behind"
 
 
@@ -199,7 +178,7 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tentailment\n1\t\xff.\tB.\tentailment\n")
     result = extract(tmp_path / "glue", "RTE", tmp_path / "out", "--splits", "dev")
-    assert_one_line_error(result, "preprocess_glue.py", f"{path}:3: not UTF-8")
+    assert_error_is_only_line(result, "preprocess_glue.py", f"{path}:3: not UTF-8")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["glue"]
 
 
@@ -228,7 +207,7 @@ def test_line_endings_cannot_misalign_the_files(tmp_path: Path) -> None:
 def test_missing_train_is_an_error_unless_splits_leave_it_out(tmp_path: Path) -> None:
     dev = write_tsv(tmp_path / "glue" / "RTE" / "dev.tsv", [["0", "A.", "B.", "entailment"]], RTE_HEADER)
     result = extract(tmp_path / "glue", "RTE", tmp_path / "out")
-    assert_one_line_error(result, "preprocess_glue.py", str(dev.parent / "train.tsv"), "--splits")
+    assert_error_is_only_line(result, "preprocess_glue.py", str(dev.parent / "train.tsv"), "--splits")
     assert not (tmp_path / "out").exists()
     result = extract(tmp_path / "glue", "RTE", tmp_path / "out", "--splits", "dev")
     assert result.returncode == 0, result.stderr
@@ -239,7 +218,7 @@ def test_mnli_mismatched_needs_matched(tmp_path: Path) -> None:
     write_tsv(tmp_path / "glue" / "MNLI" / "dev_mismatched.tsv", [mnli_row(0, "dev", ["neutral"] * 6)],
               header_of(16))
     result = extract(tmp_path / "glue", "MNLI", tmp_path / "out", "--splits", "dev")
-    assert_one_line_error(result, "preprocess_glue.py", "dev_matched.tsv is missing")
+    assert_error_is_only_line(result, "preprocess_glue.py", "dev_matched.tsv is missing")
 
 
 def test_existing_output_dir_is_refused_and_kept(tmp_path: Path) -> None:
@@ -247,7 +226,7 @@ def test_existing_output_dir_is_refused_and_kept(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("earlier results", encoding="utf-8")
     result = extract(tmp_path / "glue", "RTE", tmp_path / "out", "--splits", "dev")
-    assert_one_line_error(result, "preprocess_glue.py", "already exists")
+    assert_error_is_only_line(result, "preprocess_glue.py", "already exists")
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["keep.txt"]
 
 
@@ -381,7 +360,7 @@ def test_real_sst2_dev_only_end_to_end(glue_dir: Path, gpt2_bpe_dir: Path, tmp_p
 def test_driver_failure_is_one_line_and_leaves_nothing(tmp_path: Path, gpt2_bpe_dir: Path) -> None:
     bad = write_tsv(tmp_path / "glue" / "RTE" / "dev.tsv", [["0", "A.", "B.", "maybe"]], RTE_HEADER)
     result = run("bash", DRIVER, tmp_path / "glue", "RTE", tmp_path / "data", gpt2_bpe_dir, "--splits", "dev")
-    assert_one_line_error(result, "preprocess_glue.py", f"{bad}:2: label 'maybe'")
+    assert_error_is_only_line(result, "preprocess_glue.py", f"{bad}:2: label 'maybe'")
     assert names(tmp_path / "data") == []
 
 
@@ -390,15 +369,15 @@ def test_driver_refuses_existing_output_and_unknown_task(tmp_path: Path, gpt2_bp
     (tmp_path / "data" / "RTE-bin").mkdir(parents=True)
     (tmp_path / "data" / "RTE-bin" / "keep.txt").write_text("earlier data", encoding="utf-8")
     result = run("bash", DRIVER, tmp_path / "glue", "ALL", tmp_path / "data", gpt2_bpe_dir)
-    assert_one_line_error(result, "preprocess_glue.sh", f"{tmp_path / 'data' / 'RTE-bin'} already exists")
+    assert_error_is_only_line(result, "preprocess_glue.sh", f"{tmp_path / 'data' / 'RTE-bin'} already exists")
     assert names(tmp_path / "data") == ["RTE-bin"] and names(tmp_path / "data" / "RTE-bin") == ["keep.txt"]
     result = run("bash", DRIVER, tmp_path / "glue", "rte", tmp_path / "data", gpt2_bpe_dir)
-    assert_one_line_error(result, "preprocess_glue.sh", "unknown task 'rte'", "WNLI")
+    assert_error_is_only_line(result, "preprocess_glue.sh", "unknown task 'rte'", "WNLI")
 
 
 def test_driver_checks_the_bpe_folder(tmp_path: Path) -> None:
     (tmp_path / "bpe").mkdir()
     (tmp_path / "bpe" / "encoder.json").write_text("{}", encoding="utf-8")
     result = run("bash", DRIVER, tmp_path, "RTE", tmp_path / "data", tmp_path / "bpe")
-    assert_one_line_error(result, "preprocess_glue.sh", f"{tmp_path / 'bpe' / 'vocab.bpe'} not found")
+    assert_error_is_only_line(result, "preprocess_glue.sh", f"{tmp_path / 'bpe' / 'vocab.bpe'} not found")
     assert not (tmp_path / "data").exists()

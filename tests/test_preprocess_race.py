@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,40 +12,15 @@ import pytest
 from roberta.data.dictionary import Dictionary
 from roberta.data.gpt2_bpe import GPT2BPE
 from roberta.data.indexed_dataset import MMapIndexedDataset
+from support.paths import SCRIPTS
+from support.scripts import assert_error_is_only_line, read_lines, run, script_env
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = REPO / "scripts"
 # Output split -> (release folder, levels), and the name each split gets in the data-bin.
 SPLITS = {"train": ("train", ("middle", "high")), "dev": ("dev", ("middle", "high")),
           "test-middle": ("test", ("middle",)), "test-high": ("test", ("high",))}
 BIN_NAMES = {"train": "train", "dev": "valid", "test-middle": "test", "test-high": "test1"}
 needs_console_scripts = pytest.mark.skipif(shutil.which("roberta-bpe") is None,
                                            reason="console scripts not installed (pip install -e .)")
-
-
-def script_env() -> dict[str, str]:
-    # The checkout first on the path: the console scripts and `python scripts/...` must import
-    # this tree's `roberta`, whatever the editable install points at.
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "PYTHON": sys.executable, "WORKERS": "1"}
-
-
-def run(*command: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(part) for part in command], capture_output=True, text=True,
-                          env=script_env(), timeout=300)
-
-
-def read_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, prog: str, *fragments: str) -> None:
-    assert result.returncode == 1, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"{prog}: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +163,7 @@ def test_malformed_file_is_one_line_error_and_writes_nothing(tmp_path: Path, cas
     race = write_race(tmp_path, content)
     result = run(sys.executable, SCRIPTS / "preprocess_race.py", "--input-dir", race,
                  "--output-dir", tmp_path / "out")
-    assert_one_line_error(result, "preprocess_race.py", str(race / "train" / "high" / "5.txt"), message)
+    assert_error_is_only_line(result, "preprocess_race.py", str(race / "train" / "high" / "5.txt"), message)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RACE"]
 
 
@@ -198,7 +172,7 @@ def test_missing_split_directory_is_named(tmp_path: Path) -> None:
     shutil.rmtree(race / "test" / "high")
     result = run(sys.executable, SCRIPTS / "preprocess_race.py", "--input-dir", race,
                  "--output-dir", tmp_path / "out")
-    assert_one_line_error(result, "preprocess_race.py", str(race / "test" / "high"), "not found")
+    assert_error_is_only_line(result, "preprocess_race.py", str(race / "test" / "high"), "not found")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RACE"]
 
 
@@ -208,7 +182,7 @@ def test_existing_output_dir_is_refused_and_kept(tmp_path: Path) -> None:
     (tmp_path / "out" / "keep.txt").write_text("earlier results", encoding="utf-8")
     result = run(sys.executable, SCRIPTS / "preprocess_race.py", "--input-dir", race,
                  "--output-dir", tmp_path / "out")
-    assert_one_line_error(result, "preprocess_race.py", "already exists")
+    assert_error_is_only_line(result, "preprocess_race.py", "already exists")
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["keep.txt"]
 
 
@@ -216,7 +190,7 @@ def test_existing_output_dir_is_refused_and_kept(tmp_path: Path) -> None:
 def test_shell_script_failure_leaves_no_data_bin(tmp_path: Path) -> None:
     race = write_race(tmp_path, with_changes(answers=["A", "E"]))
     result = run("bash", SCRIPTS / "preprocess_race.sh", race, tmp_path / "data-bin", tmp_path / "bpe")
-    assert_one_line_error(result, "preprocess_race.py", "answer 'E'")
+    assert_error_is_only_line(result, "preprocess_race.py", "answer 'E'")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RACE"]
 
 
@@ -225,7 +199,7 @@ def test_shell_script_without_bpe_folder_says_what_to_pass(tmp_path: Path) -> No
     env = {key: value for key, value in script_env().items() if key != "BPE_DIR"}
     result = subprocess.run(["bash", str(SCRIPTS / "preprocess_race.sh"), str(race), str(tmp_path / "bin")],
                             capture_output=True, text=True, env=env, timeout=60)
-    assert_one_line_error(result, "preprocess_race.sh", "encoder.json, vocab.bpe and dict.txt")
+    assert_error_is_only_line(result, "preprocess_race.sh", "encoder.json, vocab.bpe and dict.txt")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RACE"]
 
 
@@ -238,5 +212,5 @@ def test_binarize_script_refuses_an_existing_data_bin(tmp_path: Path) -> None:
     (tmp_path / "data-bin" / "keep.txt").write_text("earlier data", encoding="utf-8")
     result = run("bash", SCRIPTS / "binarize_multiple_choice.sh", tmp_path / "text", tmp_path / "data-bin",
                  bpe, "4", "train", "dev", "test")
-    assert_one_line_error(result, "binarize_multiple_choice.sh", f"{tmp_path / 'data-bin'} already exists")
+    assert_error_is_only_line(result, "binarize_multiple_choice.sh", f"{tmp_path / 'data-bin'} already exists")
     assert [path.name for path in (tmp_path / "data-bin").iterdir()] == ["keep.txt"]

@@ -1,7 +1,7 @@
-"""SQuAD 2.0 windows, targets and offsets: scripts/preprocess_squad.py and scripts/preprocess_squad.sh."""
+"""SQuAD 2.0 windows, targets and offsets: roberta/data/squad_*.py, through scripts/preprocess_squad.py
+and scripts/preprocess_squad.sh."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import string
@@ -11,18 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from roberta.cli.common import run_cli
 from roberta.data.dictionary import Dictionary
 from roberta.data.gpt2_bpe import GPT2BPE
 from roberta.data.indexed_dataset import MMapIndexedDataset
-from test_preprocess_race import SCRIPTS, script_env
+from roberta.data.squad_data_bin import SplitCounts, write_data_bin
+from roberta.data.squad_json import read_squad
+from roberta.data.squad_windows import WindowSettings, doc_windows
+from roberta.errors import UserError
+from support.paths import SCRIPTS
+from support.scripts import assert_error_is_only_line, run, script_env
 
-_spec = importlib.util.spec_from_file_location("preprocess_squad", SCRIPTS / "preprocess_squad.py")
-preprocess_squad = importlib.util.module_from_spec(_spec)
-sys.modules["preprocess_squad"] = preprocess_squad  # worker processes unpickle its functions by name
-_spec.loader.exec_module(preprocess_squad)
+SCRIPT = SCRIPTS / "preprocess_squad.py"
 
-SMALL = ["--max-positions", "64", "--doc-stride", "32", "--max-query-length", "16"]
+SMALL = {"max_positions": 64, "doc_stride": 32, "max_query_length": 16}
 SPLIT_FILES = ["bin", "contexts.jsonl", "idx", "meta.json", "offsets.bin", "offsets.idx",
                "questions.jsonl", "windows.tsv"]
 # "Normandy" occurs at 22 and 32; "France" at 47.
@@ -44,10 +45,17 @@ def normalize_answer(text: str) -> str:
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
-def build(squad_json: Path, data_bin: Path, bpe_dir: Path, *options: str) -> None:
-    """Run the script in-process with `squad_json` as both train and dev file."""
-    preprocess_squad.main([str(squad_json), str(squad_json), str(data_bin), "--bpe-dir",
-                           str(bpe_dir), "--workers", "1", *options])
+def build(squad_json: Path, data_bin: Path, bpe_dir: Path, *, workers: int = 1,
+          **settings: int | bool) -> dict[str, SplitCounts]:
+    """The data folder of `squad_json` as both train and dev file (the script's defaults unless
+    `settings` say otherwise); the counts of each split."""
+    paragraphs = read_squad(squad_json)
+    settings = {"max_positions": 512, "doc_stride": 128, "max_query_length": 128,
+                "question_first": False, **settings}
+    counts: dict[str, SplitCounts] = {}
+    write_data_bin(data_bin, bpe_dir, {"train": paragraphs, "valid": paragraphs},
+                   WindowSettings(**settings), workers, counts.__setitem__)
+    return counts
 
 
 def toy_squad(path: Path, qas: list[dict] = TOY_QAS) -> Path:
@@ -99,7 +107,7 @@ def default_bin(squad_json: Path, gpt2_bpe_dir: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def small_bin(squad_json: Path, gpt2_bpe_dir: Path, tmp_path_factory) -> Path:
     data_bin = tmp_path_factory.mktemp("squad-small") / "data-bin"
-    build(squad_json, data_bin, gpt2_bpe_dir, *SMALL)
+    build(squad_json, data_bin, gpt2_bpe_dir, **SMALL)
     return data_bin
 
 
@@ -188,7 +196,7 @@ def test_question_is_cut_at_max_query_length(small_bin: Path, gpt2_bpe_dir: Path
 
 
 def test_question_first_layout(squad_json: Path, gpt2_bpe_dir: Path, tmp_path: Path) -> None:
-    build(squad_json, tmp_path / "data-bin", gpt2_bpe_dir, *SMALL, "--question-first")
+    build(squad_json, tmp_path / "data-bin", gpt2_bpe_dir, **SMALL, question_first=True)
     valid = read_split(tmp_path / "data-bin")
     assert valid["meta"]["question_first"] is True
     dictionary = Dictionary.load(gpt2_bpe_dir / "dict.txt")
@@ -208,17 +216,18 @@ def test_question_first_layout(squad_json: Path, gpt2_bpe_dir: Path, tmp_path: P
 def test_workers_give_the_same_bytes(squad_json: Path, gpt2_bpe_dir: Path, small_bin: Path,
                                      tmp_path: Path) -> None:
     data_bin = tmp_path / "data-bin"
-    preprocess_squad.main([str(squad_json), str(squad_json), str(data_bin), "--bpe-dir",
-                           str(gpt2_bpe_dir), "--workers", "2", *SMALL])
+    build(squad_json, data_bin, gpt2_bpe_dir, workers=2, **SMALL)
     for path in small_bin.iterdir():
         assert (data_bin / path.name).read_bytes() == path.read_bytes(), path.name
 
 
-def test_realigned_and_mismatched_are_counted(tmp_path: Path, gpt2_bpe_dir: Path, capsys) -> None:
-    build(toy_squad(tmp_path / "toy.json"), tmp_path / "data-bin", gpt2_bpe_dir)
-    assert capsys.readouterr().out.splitlines()[:2] == [
-        "train: 3 questions, 3 windows, 2 answerable, 1 unanswerable, 1 realigned, 1 mismatched (1 dropped)",
-        "valid: 4 questions, 4 windows, 3 answerable, 1 unanswerable, 1 realigned, 1 mismatched (0 dropped)"]
+def test_realigned_and_mismatched_are_counted(tmp_path: Path, gpt2_bpe_dir: Path) -> None:
+    counts = build(toy_squad(tmp_path / "toy.json"), tmp_path / "data-bin", gpt2_bpe_dir)
+    assert counts == {
+        "train": SplitCounts(questions=3, windows=3, answerable=2, unanswerable=1, realigned=1, mismatched=1,
+                             dropped=1),
+        "valid": SplitCounts(questions=4, windows=4, answerable=3, unanswerable=1, realigned=1, mismatched=1,
+                             dropped=0)}
     train, valid = read_split(tmp_path / "data-bin", "train"), read_split(tmp_path / "data-bin")
     assert [question["id"] for question in train["questions"]] == ["exact", "moved", "none"]
     assert [question["id"] for question in valid["questions"]] == ["exact", "moved", "wrong", "none"]
@@ -231,10 +240,10 @@ def test_realigned_and_mismatched_are_counted(tmp_path: Path, gpt2_bpe_dir: Path
 
 
 def test_window_starts_follow_bert() -> None:
-    assert preprocess_squad.doc_windows(10, 4, 3) == [(0, 4), (3, 4), (6, 4)]
-    assert preprocess_squad.doc_windows(10, 4, 6) == [(0, 4), (4, 4), (8, 2)]  # never skip tokens
-    assert preprocess_squad.doc_windows(4, 4, 2) == [(0, 4)]
-    assert preprocess_squad.doc_windows(0, 4, 2) == [(0, 0)]
+    assert doc_windows(10, 4, 3) == [(0, 4), (3, 4), (6, 4)]
+    assert doc_windows(10, 4, 6) == [(0, 4), (4, 4), (8, 2)]  # never skip tokens
+    assert doc_windows(4, 4, 2) == [(0, 4)]
+    assert doc_windows(0, 4, 2) == [(0, 0)]
 
 
 MALFORMED = {
@@ -250,38 +259,51 @@ MALFORMED = {
 }
 
 
-def run_failing(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(preprocess_squad.main, "preprocess_squad.py", argv)
-    assert exit_info.value.code == 1
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("preprocess_squad.py: error: "), lines
-    return lines[0]
+def run_failing(argv: list[str]) -> str:
+    result = run(sys.executable, SCRIPT, *argv)
+    assert_error_is_only_line(result, "preprocess_squad.py")
+    return result.stderr.strip()
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_json_is_one_line_error_and_leaves_nothing(case: str, tmp_path: Path,
-                                                             gpt2_bpe_dir: Path, capsys) -> None:
+def test_malformed_json_is_refused_with_its_place(case: str, tmp_path: Path) -> None:
     content, message = MALFORMED[case]
+    (tmp_path / "dev.json").write_text(content, encoding="utf-8")
+    with pytest.raises(UserError) as error:
+        read_squad(tmp_path / "dev.json")
+    line = str(error.value)
+    assert "\n" not in line and str(tmp_path / "dev.json") in line and message in line, line
+
+
+def test_malformed_json_is_one_line_error_and_leaves_nothing(tmp_path: Path, gpt2_bpe_dir: Path) -> None:
+    content, message = MALFORMED["bad-start"]
     (tmp_path / "dev.json").write_text(content, encoding="utf-8")
     train = toy_squad(tmp_path / "train.json")
     line = run_failing([str(train), str(tmp_path / "dev.json"), str(tmp_path / "out"),
-                        "--bpe-dir", str(gpt2_bpe_dir)], capsys)
+                        "--bpe-dir", str(gpt2_bpe_dir)])
     assert str(tmp_path / "dev.json") in line and message in line, line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["dev.json", "train.json"]
 
 
-def test_bad_setup_is_refused(tmp_path: Path, gpt2_bpe_dir: Path, capsys) -> None:
+def test_window_settings_leave_a_passage_token() -> None:
+    with pytest.raises(UserError, match="--max-positions 64 leaves no passage token beside "
+                                        "--max-query-length 128 and 3 special tokens"):
+        WindowSettings(max_positions=64, doc_stride=128, max_query_length=128, question_first=False)
+    with pytest.raises(UserError, match="and 4 special tokens"):
+        WindowSettings(max_positions=20, doc_stride=8, max_query_length=16, question_first=True)
+    with pytest.raises(UserError, match="--doc-stride must be a positive integer, got 0"):
+        WindowSettings(max_positions=64, doc_stride=0, max_query_length=16, question_first=False)
+    assert WindowSettings(max_positions=20, doc_stride=8, max_query_length=15, question_first=True).max_doc(15) == 1
+
+
+def test_bad_setup_is_refused(tmp_path: Path, gpt2_bpe_dir: Path) -> None:
     train = str(toy_squad(tmp_path / "train.json"))
     (tmp_path / "bpe").mkdir()
-    line = run_failing([train, train, str(tmp_path / "out"), "--bpe-dir", str(tmp_path / "bpe")], capsys)
+    line = run_failing([train, train, str(tmp_path / "out"), "--bpe-dir", str(tmp_path / "bpe")])
     assert f"{tmp_path / 'bpe' / 'encoder.json'} not found" in line
-    line = run_failing([train, train, str(tmp_path / "out"), "--bpe-dir", str(gpt2_bpe_dir),
-                        "--max-positions", "64"], capsys)
-    assert "--max-positions 64 leaves no passage token" in line
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep").write_text("")
-    line = run_failing([train, train, str(tmp_path / "out"), "--bpe-dir", str(gpt2_bpe_dir)], capsys)
+    line = run_failing([train, train, str(tmp_path / "out"), "--bpe-dir", str(gpt2_bpe_dir)])
     assert "already exists" in line and (tmp_path / "out" / "keep").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bpe", "out", "train.json"]
 
@@ -292,11 +314,15 @@ def test_shell_script(tmp_path: Path, gpt2_bpe_dir: Path) -> None:
     env = {key: value for key, value in script_env().items() if key != "BPE_DIR"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1 and result.stderr.startswith("preprocess_squad.sh: error: no BPE folder")
-    result = subprocess.run([*command, str(gpt2_bpe_dir), "--max-positions", "32", "--doc-stride", "4",
-                             "--max-query-length", "8"], capture_output=True, text=True, env=env,
-                            timeout=120)
+    result = subprocess.run([*command, str(gpt2_bpe_dir), "--doc-stride", "4"], capture_output=True, text=True,
+                            env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == f"wrote {tmp_path / 'data-bin'}"
+    assert result.stdout.splitlines() == [
+        "train: 3 questions, 3 windows, 2 answerable, 1 unanswerable, 1 realigned, 1 mismatched (1 dropped)",
+        "valid: 4 questions, 4 windows, 3 answerable, 1 unanswerable, 1 realigned, 1 mismatched (0 dropped)",
+        f"wrote {tmp_path / 'data-bin'}"]
     meta = json.loads((tmp_path / "data-bin" / "valid.meta.json").read_text())
-    assert (meta["max_positions"], meta["doc_stride"], meta["max_query_length"]) == (32, 4, 8)
+    # The option is passed on; the other settings are the script's defaults.
+    assert (meta["max_positions"], meta["doc_stride"], meta["max_query_length"], meta["question_first"]) == \
+        (512, 4, 128, False)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data-bin", "toy.json"]

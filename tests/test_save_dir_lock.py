@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from roberta.checkpoint import SAVE_DIR_LOCK, CheckpointManager, load_checkpoint, num_updates
+from roberta.checkpoint.files import load_checkpoint, num_updates
+from roberta.checkpoint.manager import SAVE_DIR_LOCK, CheckpointManager, SaveSettings
 from roberta.cli import sweep
 from roberta.dir_lock import exclusive_directory
 from roberta.errors import UserError
-from test_cli_errors import assert_one_line_error, run_cli
-from test_crash_resume import Run, train_command
+from support.cli import assert_one_line_error, run_cli
+from support.live_run import Run
+from support.train_args import train_command
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = ".test.lock"
@@ -166,7 +168,7 @@ def test_only_temporaries_of_dead_processes_are_removed_at_start(tmp_path, caplo
         for name in names:
             (tmp_path / name).write_bytes(b"x")
         with caplog.at_level(logging.INFO, logger="roberta.checkpoint"):
-            with CheckpointManager(tmp_path).sole_writer():
+            with CheckpointManager(SaveSettings(tmp_path)).sole_writer():
                 assert sorted(path.name for path in tmp_path.iterdir()) == sorted({*names, SAVE_DIR_LOCK} - {dead})
     finally:
         sleeper.kill()
@@ -177,7 +179,7 @@ def test_only_temporaries_of_dead_processes_are_removed_at_start(tmp_path, caplo
 
 @pytest.mark.parametrize("no_save, writes_files", [(True, True), (False, False)])
 def test_a_run_that_writes_nothing_there_takes_no_lock(tmp_path, no_save, writes_files):
-    manager = CheckpointManager(tmp_path / "ckpt", no_save=no_save)
+    manager = CheckpointManager(SaveSettings(tmp_path / "ckpt", no_save=no_save))
     manager.writes_files = writes_files
     with manager.sole_writer():
         assert not (tmp_path / "ckpt").exists()

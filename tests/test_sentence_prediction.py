@@ -14,6 +14,7 @@ import torch
 
 from roberta.cli import preprocess
 from roberta.data.indexed_dataset import MMapIndexedDataset
+from support.train_args import LEARNING_SIZES
 
 REPO = Path(__file__).resolve().parent.parent
 ANIMALS = ["cat", "dog", "fox", "owl", "eel", "yak", "bee", "elk"]
@@ -88,8 +89,8 @@ def glue_args(data: Path, save_dir: Path, *extra: str) -> list[str]:
     """fairseq's GLUE command, with a tiny model trained from scratch."""
     return [str(data), "--task", "sentence_prediction", "--criterion", "sentence_prediction",
             "--init-token", "0", "--separator-token", "2", "--max-positions", "64", "--arch", "roberta_tiny",
-            "--encoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512", "--dropout", "0",
-            "--attention-dropout", "0", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6",
+            *LEARNING_SIZES, "--dropout", "0", "--attention-dropout", "0", "--optimizer", "adam",
+            "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6",
             "--weight-decay", "0.1", "--clip-norm", "0.0", "--lr-scheduler", "polynomial_decay", "--lr", "1e-3",
             "--warmup-updates", "40", "--total-num-update", "700", "--max-update", "700", "--batch-size", "32",
             "--max-tokens", "4400", "--required-batch-size-multiple", "1", "--validate-interval-updates", "350",
@@ -153,20 +154,12 @@ def test_predictions_are_label_strings_in_dataset_order(pair_bin: Path, trained_
 
 
 def make_task(data: Path):
-    import argparse
+    from tasks.sentence_prediction import SentencePredictionTask
 
-    from roberta.cli.common import import_user_modules
-    from roberta.registry import TASKS
-
-    import_user_modules()
-    args = argparse.Namespace(data=str(data), num_classes=2, regression_target=False, init_token=0,
-                              separator_token=2, shorten_method="none", shorten_data_split_list="",
-                              truncate_sequence=False, no_shuffle=False, sort_by_length=False, classification_head_name="head",
-                              criterion="sentence_prediction", seed=1, arch="roberta_tiny", max_positions=64,
-                              encoder_layers=None, encoder_embed_dim=None, encoder_ffn_embed_dim=None,
-                              encoder_attention_heads=None, dropout=None, attention_dropout=None,
-                              activation_dropout=None, pooler_dropout=None, untie_weights_roberta=None)
-    return TASKS.get("sentence_prediction").setup_task(args)
+    settings = SentencePredictionTask.Settings(data=str(data), num_classes=2, init_token=0, separator_token=2,
+                                               classification_head_name="head", criterion="sentence_prediction",
+                                               max_positions=64)
+    return SentencePredictionTask.setup_task(settings)
 
 
 def test_f1_is_that_of_the_label_one_whatever_its_class_index(pair_bin: Path, tmp_path: Path) -> None:
@@ -210,3 +203,42 @@ def test_flags_that_do_not_fit_the_data_are_one_line(pair_bin: Path, tmp_path: P
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_validation_scores_and_writes_the_records_the_criterion_returns(pair_bin: Path, tmp_path: Path,
+                                                                        caplog) -> None:
+    """Records travel from the criterion through `valid_step` to the task: every example is
+    scored (the task's metrics join the criterion's) and written in dataset order."""
+    import logging
+
+    from criterions.sentence_prediction import SentencePredictionCriterion
+    from roberta.data.batching import batch_by_size
+    from roberta.data.iterators import EpochBatchIterator
+    from roberta.evaluation import ValidationSettings, Validator, evaluate
+    from roberta.models import ModelConfig
+    from roberta.trainer import Trainer
+
+    task = make_task(pair_bin)
+    torch.manual_seed(0)
+    model = task.build_model(ModelConfig(vocab_size=len(task.dictionary), encoder_layers=1, encoder_embed_dim=16,
+                                         encoder_ffn_embed_dim=32, encoder_attention_heads=2, max_positions=64))
+    criterion = SentencePredictionCriterion.build(SentencePredictionCriterion.Settings(classification_head_name="head"),
+                                                  task)
+    trainer = Trainer(model, criterion, None, None, device=torch.device("cpu"))
+    dataset = task.load_dataset("valid")
+    batches = batch_by_size(dataset.ordered_indices(), dataset.sizes, max_sentences=16)
+
+    def iterator(split: str) -> EpochBatchIterator:
+        return EpochBatchIterator(dataset, batches, seed=1, shuffle=False)
+
+    assert evaluate(trainer, iterator("valid"))[1] == []
+    out = tmp_path / "preds.tsv"
+    validator = Validator(ValidationSettings(save_predictions=str(out), log_format="json"), task, iterator)
+    with caplog.at_level(logging.INFO, logger="roberta.progress"):
+        validator(trainer, epoch=None, end_of_epoch=False)
+    stats = [json.loads(record.getMessage()) for record in caplog.records if record.name == "valid"][-1]
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert [int(row[0]) for row in rows] == list(range(len(dataset)))
+    assert int(stats["valid_num_examples"]) == len(dataset) and "valid_f1" in stats and "valid_mcc" in stats
+    accuracy = 100.0 * np.mean([row[1] == row[2] for row in rows])
+    assert accuracy == pytest.approx(float(stats["valid_accuracy"]), abs=0.01)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,53 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from roberta.cli import preprocess, train, validate
+from roberta.cli import train, validate
 from roberta.data.indexed_dataset import MMapIndexedDataset
-from roberta.demo_corpus import make_race_exam
+from support.race_data import generated_race_bin
+from support.train_args import LEARNING_SIZES
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def write_race_release(root: Path, exams: dict[str, int], seed: int) -> Path:
-    """A RACE-format release of generated exams: `count` files in each `{split}/{middle,high}/`."""
-    rng = random.Random(seed)
-    for split, count in exams.items():
-        for level in ("middle", "high"):
-            folder = root / split / level
-            folder.mkdir(parents=True)
-            for number in range(count):
-                exam = make_race_exam(rng, questions=2, fillers=0)
-                (folder / f"{number}.txt").write_text(json.dumps(exam), encoding="utf-8")
-    return root
-
-
-def binarize_words(extracted: Path, data_bin: Path) -> None:
-    """Word-level binarization (no BPE) of preprocess_race.py's output: the sentence_ranking layout."""
-    inputs = [extracted / f"train.input{k}" for k in range(5)]
-    (extracted / "all.txt").write_text("".join(path.read_text(encoding="utf-8") for path in inputs),
-                                       encoding="utf-8")
-    preprocess.main(["--only-source", "--trainpref", str(extracted / "all.txt"), "--destdir",
-                     str(extracted / "dict"), "--dict-only"])
-    for k in range(5):
-        preprocess.main(["--only-source", "--srcdict", str(extracted / "dict" / "dict.txt"),
-                         "--trainpref", str(extracted / f"train.input{k}"),
-                         "--validpref", str(extracted / f"dev.input{k}"),
-                         "--testpref", f"{extracted}/test-middle.input{k},{extracted}/test-high.input{k}",
-                         "--destdir", str(data_bin / f"input{k}")])
-    (data_bin / "label").mkdir()
-    for source, name in (("train", "train"), ("dev", "valid"), ("test-middle", "test"), ("test-high", "test1")):
-        (data_bin / "label" / f"{name}.label").write_text((extracted / f"{source}.label").read_text())
-
-
-def generated_race_bin(root: Path, sizes: dict[str, int], seed: int) -> Path:
-    """A generated RACE release, extracted by our script and binarized: a sentence_ranking data-bin."""
-    release = write_race_release(root / "RACE", sizes, seed=seed)
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "preprocess_race.py"), "--input-dir",
-                             str(release), "--output-dir", str(root / "extracted")],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    binarize_words(root / "extracted", root / "data-bin")
-    return root / "data-bin"
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +27,25 @@ def race_bin(tmp_path_factory) -> Path:
 def ranking_args(data: Path, save_dir: Path, *extra: str) -> list[str]:
     return [str(data), "--task", "sentence_ranking", "--criterion", "sentence_ranking", "--num-classes", "4",
             "--init-token", "0", "--separator-token", "2", "--max-option-length", "32", "--max-positions", "128",
-            "--truncate-sequence", "--arch", "roberta_tiny", "--encoder-embed-dim", "128",
-            "--encoder-ffn-embed-dim", "512", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
-            "--adam-eps", "1e-6", "--batch-size", "16", "--required-batch-size-multiple", "1",
+            "--truncate-sequence", "--arch", "roberta_tiny", *LEARNING_SIZES, "--optimizer", "adam",
+            "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6", "--batch-size", "16",
+            "--required-batch-size-multiple", "1",
             "--best-checkpoint-metric", "accuracy", "--maximize-best-checkpoint-metric", "--save-dir",
             str(save_dir), "--num-workers", "0", "--seed", "1", "--log-format", "json", "--cpu", *extra]
+
+
+def ranking_task_and_model(data: Path, *, max_positions: int = 128):
+    """The task and the model that `ranking_args` describe (roberta_tiny's depth and heads, 128 wide)."""
+    from roberta.models import ModelConfig
+    from tasks.sentence_ranking import SentenceRankingTask
+
+    settings = SentenceRankingTask.Settings(data=str(data), criterion="sentence_ranking", max_positions=max_positions,
+                                            num_classes=4, init_token=0, separator_token=2, max_option_length=32,
+                                            truncate_sequence=True)
+    task = SentenceRankingTask.setup_task(settings)
+    config = ModelConfig(vocab_size=len(task.dictionary), encoder_layers=2, encoder_embed_dim=128,
+                         encoder_ffn_embed_dim=512, encoder_attention_heads=4, max_positions=max_positions)
+    return task, task.build_model(config)
 
 
 def valid_events(text: str, tag: str = "valid") -> list[dict]:
@@ -150,15 +122,12 @@ def test_at_chance_after_an_epoch_the_log_says_why(race_bin: Path, tmp_path, cap
 
 def test_one_forward_for_all_options_equals_fairseqs_one_per_option(race_bin: Path) -> None:
     from criterions.sentence_ranking import SentenceRankingCriterion
-    from roberta import options
-    from tasks.sentence_ranking import SentenceRankingTask
 
-    args = options.parse_args(ranking_args(race_bin, race_bin.parent / "unused", "--dropout", "0"), train=True)
-    task = SentenceRankingTask.setup_task(args)
-    model = task.build_model(args).eval()
+    task, model = ranking_task_and_model(race_bin)
+    model.eval()
     dataset = task.load_dataset("valid")
     batch = dataset.collater([dataset[i] for i in range(5)])
-    criterion = SentenceRankingCriterion("sentence_classification_head")
+    criterion = SentenceRankingCriterion.build(SentenceRankingCriterion.Settings(), task)
     loss, sample_size, output = criterion(model, batch)
     per_option = []
     for choice in range(4):
@@ -169,6 +138,10 @@ def test_one_forward_for_all_options_equals_fairseqs_one_per_option(race_bin: Pa
     expected = torch.nn.functional.cross_entropy(logits, batch["target"], reduction="sum")
     assert sample_size == 5 and torch.allclose(loss, expected, atol=1e-5)
     assert int(output["ncorrect"]) == int((logits.argmax(1) == batch["target"]).sum())
+    with_records = criterion.forward_with_records(model, batch)
+    assert torch.equal(with_records[0], loss) and with_records[1:3] == (sample_size, output)
+    assert with_records[3] == [{"id": int(i), "prediction": int(p), "label": int(t)}
+                               for i, p, t in zip(batch["id"], logits.argmax(1), batch["target"])]
 
 
 def test_example_layout_and_truncation(race_bin: Path) -> None:
@@ -218,12 +191,9 @@ def test_data_that_does_not_fit_the_flags_is_one_clear_line(race_bin: Path, tmp_
 @pytest.mark.parametrize("generation", ["2019", "current"])
 def test_restores_a_fairseq_model_pt_and_says_which_head_is_new(race_bin: Path, tmp_path, generation: str,
                                                                  caplog) -> None:
-    from roberta import options
     from roberta.models.hf_export import save_fairseq_checkpoint
-    from tasks.sentence_ranking import SentenceRankingTask
 
-    args = options.parse_args(ranking_args(race_bin, tmp_path / "ck", "--lr", "1e-5"), train=True)
-    pretrained = SentenceRankingTask.setup_task(args).build_model(args)
+    _, pretrained = ranking_task_and_model(race_bin)
     del pretrained.classification_heads["sentence_classification_head"]
     model_pt = save_fairseq_checkpoint(tmp_path / "model.pt", pretrained.state_dict(), pretrained.config,
                                        generation=generation)
@@ -249,12 +219,9 @@ def test_fairseq_race_command_runs_unchanged_on_cpu(race_bin: Path, tmp_path) ->
     """fairseq's RACE command line (only the model size and the data split differ for the test)."""
     import shlex
 
-    from roberta import options
     from roberta.models.hf_export import save_fairseq_checkpoint
-    from tasks.sentence_ranking import SentenceRankingTask
 
-    args = options.parse_args(ranking_args(race_bin, tmp_path / "unused", "--max-positions", "512"), train=True)
-    body = SentenceRankingTask.setup_task(args).build_model(args)
+    _, body = ranking_task_and_model(race_bin, max_positions=512)
     del body.classification_heads["sentence_classification_head"]
     restore = save_fairseq_checkpoint(tmp_path / "model.pt", body.state_dict(), body.config, generation="2019")
     recipe = shlex.split(RACE_RECIPE.format(restore=restore, arch="roberta_tiny", epochs=1))

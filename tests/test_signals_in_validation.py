@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from roberta.checkpoint import load_checkpoint, num_updates
-from test_crash_resume import Run, run_to_end, train_command
+from roberta.checkpoint.files import load_checkpoint, num_updates
+from support.live_run import Run, run_to_end
+from support.train_args import train_command
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -145,13 +145,15 @@ def test_squad_recipe_runs_unchanged_on_cpu(squad_bin, tmp_path) -> None:
     """The recipe's command line; only the model size, the data and the update count are the test's."""
     import shlex
 
-    from roberta import options
+    from roberta.models import ModelConfig
     from roberta.models.hf_export import save_fairseq_checkpoint
     from tasks.squad2 import Squad2Task
 
     data, _ = squad_bin
-    args = options.parse_args(squad_args(data, tmp_path / "unused", "--lr", "1e-4"), train=True)
-    body = Squad2Task.setup_task(args).build_model(args)
+    task = Squad2Task.setup_task(Squad2Task.Settings(data=str(data), criterion="squad2", max_positions=96))
+    # The recipe's model: roberta_tiny's depth and heads, 128 wide.
+    body = task.build_model(ModelConfig(vocab_size=len(task.dictionary), encoder_layers=2, encoder_embed_dim=128,
+                                        encoder_ffn_embed_dim=512, encoder_attention_heads=4, max_positions=96))
     body.classification_heads.clear()
     restore = save_fairseq_checkpoint(tmp_path / "model.pt", body.state_dict(), body.config)
     recipe = shlex.split(SQUAD_RECIPE.format(restore=restore, max_positions=96, arch="roberta_tiny", max_update=4))

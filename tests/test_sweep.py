@@ -16,6 +16,8 @@ import pytest
 
 from roberta.cli import sweep
 from roberta.cli.common import run_cli
+from roberta.cli.sweep.plan import plan_runs, starts_over
+from roberta.cli.sweep.spec import Setting, SweepSpec, TaskConfig
 from roberta.sweep_results import (CSV_COLUMNS, NoScore, RunScore, Stats, TaskMetric, best_validation_scores,
                                    build_rows, render_csv, render_markdown, run_scores, summarize, summarize_tasks)
 
@@ -277,6 +279,29 @@ def test_rerun_counts_only_the_resumed_attempts_scores(tmp_path: Path) -> None:
     result = run_sweep(sweep_command(changed, tmp_path / "out"))
     assert result.returncode == 1
     assert "result.json: finished with other arguments" in result.stderr and "use another --output-dir" in result.stderr
+
+
+@pytest.mark.parametrize("flags, checkpoints, expected", [
+    ([], [], True),
+    ([], ["checkpoint_last.pt"], False),
+    (["--checkpoint-suffix", "_x"], ["checkpoint_last.pt"], True),
+    (["--checkpoint-suffix=_x"], ["checkpoint_last_x.pt"], False),
+    (["--restore-file", "other.pt"], ["checkpoint_last.pt"], True),
+    (["--restore-file=checkpoint_last.pt"], ["checkpoint_last.pt"], False),
+    (["--finetune-from-model", "model.pt"], ["checkpoint_last.pt"], False),
+    (["--finetune-from-model", "model.pt"], [], True),
+    (["--restore-file"], [], False),  # roberta-train refuses it before writing its log
+])
+def test_a_run_starts_over_unless_it_resumes_its_own_last_checkpoint(tmp_path: Path, flags: list[str],
+                                                                      checkpoints: list[str], expected: bool) -> None:
+    spec = SweepSpec(command=("roberta-train",), common=("--lr", "1e-5", *flags),
+                     tasks=(TaskConfig("RTE", str(tmp_path), (), "accuracy", True),),
+                     settings=(Setting("default", ()),), seeds=(1,))
+    [run] = plan_runs(spec, tmp_path / "out")
+    run.run_dir.mkdir(parents=True)
+    for name in checkpoints:
+        (run.run_dir / name).write_bytes(b"")
+    assert starts_over(run) == expected
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = TIMEOUT) -> None:

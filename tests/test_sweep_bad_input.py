@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from roberta.cli import sweep
 from roberta.cli.common import run_cli
+from roberta.cli.sweep.spec import load_spec, parse_spec
 from roberta.errors import UserError
 from roberta.flag_types import MAX_SEED
 
@@ -54,7 +55,7 @@ json_values = st.recursive(
 def test_any_spec_file_loads_or_is_one_line(content: bytes, tmp_path: Path) -> None:
     path = tmp_path / "spec.json"
     path.write_bytes(content)
-    loads_or_one_line_error(lambda: sweep.load_spec(path))
+    loads_or_one_line_error(lambda: load_spec(path))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -65,7 +66,7 @@ def test_any_value_of_any_field_loads_or_is_one_line(field: str, value: object, 
         spec["tasks"]["RTE"][field.removeprefix("task.")] = value
     else:
         spec[field] = value
-    loads_or_one_line_error(lambda: sweep.parse_spec(json.loads(json.dumps(spec)), where="spec.json"))
+    loads_or_one_line_error(lambda: parse_spec(json.loads(json.dumps(spec)), where="spec.json"))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -82,7 +83,7 @@ def test_any_value_of_any_field_loads_or_is_one_line(field: str, value: object, 
 ])
 def test_a_bad_value_names_the_field(change: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(UserError) as error:
-        sweep.parse_spec({**good_spec(tmp_path), **change}, where="spec.json")
+        parse_spec({**good_spec(tmp_path), **change}, where="spec.json")
     assert_one_line(error.value)
     assert message in str(error.value)
 

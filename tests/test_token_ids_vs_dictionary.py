@@ -16,8 +16,8 @@ from roberta.cli import train
 from roberta.data.indexed_dataset import (MMapIndexedDataset, MMapIndexedDatasetBuilder, TokenIdRange,
                                           load_indexed_dataset)
 from roberta.errors import UserError
-import test_bad_input
-from test_cli_errors import assert_one_line_error, tiny_args
+from support.cli import assert_one_line_error
+from support.train_args import tiny_args
 
 pytestmark = pytest.mark.reliability
 
@@ -102,9 +102,6 @@ def dictionary_size(data: Path) -> int:
     return 4 + len((data / "dict.txt").read_text(encoding="utf-8").splitlines())
 
 
-command = test_bad_input.command  # the fixture: roberta-train/-validate in this process
-
-
 @pytest.fixture(scope="module")
 def trained_checkpoint(demo_data_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_dir = tmp_path_factory.mktemp("ckpt")
@@ -154,26 +151,25 @@ def write_split(prefix: Path, items: list[list[int]], dictionary: str = "a 5\nb 
     build(prefix, items, np.uint16)
 
 
-def fine_tuning_task(root: Path, task: str, *flags: str):
-    from roberta import options
+def fine_tuning_task(root: Path, task: str, **values: object):
+    import tasks  # noqa: F401  (registers the built-in tasks)
     from roberta.registry import TASKS
 
-    args = options.parse_args([str(root), "--task", task, "--criterion", task, "--arch", "roberta_tiny",
-                               "--max-tokens", "64", *flags], train=True)
-    return TASKS.get(task).setup_task(args)
+    task_cls = TASKS.get(task)
+    return task_cls.setup_task(task_cls.Settings(data=str(root), criterion=task, max_positions=512, **values))
 
 
 # dict.txt holds a and b: with the 4 special symbols, 6 entries, and id 6 is where <mask> goes.
-@pytest.mark.parametrize("task, fields, flags", [
-    ("sentence_prediction", ["input0", "input1"], ["--num-classes", "1", "--regression-target"]),
-    ("sentence_ranking", ["input0", "input1", "input2"], ["--num-classes", "2"]),
-    ("squad2", [""], []),
+@pytest.mark.parametrize("task, fields, values", [
+    ("sentence_prediction", ["input0", "input1"], {"num_classes": 1, "regression_target": True}),
+    ("sentence_ranking", ["input0", "input1", "input2"], {"num_classes": 2}),
+    ("squad2", [""], {}),
 ])
-def test_fine_tuning_splits_are_checked(task: str, fields: list[str], flags: list[str], tmp_path: Path) -> None:
+def test_fine_tuning_splits_are_checked(task: str, fields: list[str], values: dict, tmp_path: Path) -> None:
     for field in fields:
         write_split(tmp_path / field / "train", [[4, 5, 2]])
     write_split(tmp_path / fields[-1] / "train", [[4, 5, 2], [4, 6, 2]])
-    loader = fine_tuning_task(tmp_path, task, *flags)
+    loader = fine_tuning_task(tmp_path, task, **values)
     with pytest.raises(UserError, match=r"train\.bin holds token id 6 \(sequence 1\), but "
                                         r"\S+/dict\.txt has 6 entries"):
         loader.load_dataset("train")
@@ -182,7 +178,7 @@ def test_fine_tuning_splits_are_checked(task: str, fields: list[str], flags: lis
 def test_a_label_split_is_checked_against_the_label_dictionary(tmp_path: Path) -> None:
     write_split(tmp_path / "input0" / "train", [[4, 2], [5, 2]])
     write_split(tmp_path / "label" / "train", [[4, 2], [9, 2]], dictionary="yes 1\nno 1\n")
-    loader = fine_tuning_task(tmp_path, "sentence_prediction", "--num-classes", "2")
+    loader = fine_tuning_task(tmp_path, "sentence_prediction", num_classes=2)
     with pytest.raises(UserError, match=r"label/train\.bin holds token id 9 \(sequence 1\), but "
                                         r"\S+label/dict\.txt has 6 entries"):
         loader.load_dataset("train")

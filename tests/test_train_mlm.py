@@ -1,7 +1,6 @@
 """End to end: roberta-train masked-LM learns, resumes exactly, and roberta-validate agrees."""
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -12,23 +11,8 @@ import torch
 
 from roberta.cli import train, validate
 from roberta.data.indexed_dataset import MMapIndexedDataset
-
-
-def tiny_run(data: Path, save_dir: Path, *extra: str) -> list[str]:
-    return [str(data), "--task", "masked_lm", "--criterion", "masked_lm", "--arch", "roberta_tiny",
-            "--sample-break-mode", "complete", "--tokens-per-sample", "128", "--max-tokens", "2048",
-            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-6", "--clip-norm", "1.0",
-            "--lr-scheduler", "polynomial_decay", "--warmup-updates", "10", "--save-dir", str(save_dir),
-            "--num-workers", "0", "--seed", "3", "--log-format", "json", "--log-interval", "10", "--cpu",
-            *extra]
-
-
-def json_events(text: str, tag: str) -> list[dict]:
-    events = []
-    for line in text.splitlines():
-        if f"| {tag} |" in line:
-            events.append(json.loads(line.split(f"| {tag} | ", 1)[1]))
-    return events
+from support.logs import json_events
+from support.train_args import LEARNING_SIZES, tiny_run
 
 
 def unigram_bits(data: Path) -> float:
@@ -44,8 +28,8 @@ def unigram_bits(data: Path) -> float:
 def learning_run(data: Path, save_dir: Path, updates: int) -> list[str]:
     return tiny_run(data, save_dir, "--lr", "3e-3", "--max-update", str(updates), "--total-num-update",
                     str(updates), "--warmup-updates", "30", "--dropout", "0.0", "--attention-dropout", "0.0",
-                    "--encoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512", "--sample-break-mode",
-                    "none", "--tokens-per-sample", "64", "--no-epoch-checkpoints", "--validate-interval", "100")
+                    *LEARNING_SIZES, "--sample-break-mode", "none", "--tokens-per-sample", "64",
+                    "--no-epoch-checkpoints", "--validate-interval", "100")
 
 
 @pytest.mark.slow

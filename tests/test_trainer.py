@@ -15,7 +15,8 @@ from roberta.models import ModelConfig, RobertaModel
 from roberta.oom import is_out_of_memory
 from roberta.optim.adam import Adam
 from roberta.optim.lr_scheduler.fixed import FixedSchedule
-from roberta.trainer import Trainer, TrainingDiverged
+from roberta.optim.loss_scaler import TrainingDiverged
+from roberta.trainer import Trainer
 
 
 def make_batch(seed: int, size: int = 4, length: int = 16) -> dict:

@@ -133,6 +133,7 @@ def encode_files(spec: BpeSpec, inputs: Sequence[str], outputs: Sequence[str], k
         sinks = [sys.stdout if path == "-" else next(files) for path in outputs]
         aligned = _AlignedLines(inputs, sources)
         task = (_decode_lines if decode else _encode_lines, keep_empty)
+        results: Iterator[list[str] | None]
         if workers > 1:
             pool = stack.enter_context(worker_pool(workers, _init_worker, (spec,)))
             results = pool.imap(_run_task, zip(itertools.repeat(task), aligned), chunksize=100)
@@ -228,10 +229,12 @@ def _encode_lines(lines: tuple[str, ...], keep_empty: bool) -> list[str] | None:
     stripped = [line.strip() for line in lines]
     if not keep_empty and any(not line for line in stripped):
         return None
+    assert _worker_bpe is not None  # set by _init_worker, in this process and in each pool worker
     return [_worker_bpe.encode(line) for line in stripped]
 
 
 def _decode_lines(lines: tuple[str, ...], keep_empty: bool) -> list[str]:
+    assert _worker_bpe is not None  # set by _init_worker, in this process and in each pool worker
     return [_worker_bpe.decode(line.strip()) for line in lines]
 
 
@@ -241,7 +244,7 @@ def run_train(args: argparse.Namespace) -> None:
     if missing:
         raise UserError(f"--inputs: file(s) not found: {', '.join(missing)}")
     if args.type == "gpt2":
-        bpe = train_byte_level_bpe(args.inputs, args.vocab_size, out_dir)
+        bpe: BPE = train_byte_level_bpe(args.inputs, args.vocab_size, out_dir)
         spec: BpeSpec = ("gpt2", {"encoder_json": str(out_dir / "encoder.json"),
                                   "vocab_bpe": str(out_dir / "vocab.bpe")})
     else:

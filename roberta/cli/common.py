@@ -1,17 +1,15 @@
 """What every command line shares: error reporting and loading the task/criterion plug-ins."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
-from roberta.errors import UserError
-from roberta.stop_signals import StoppedBySignal
+from roberta.errors import UserError, exit_on_user_error
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +20,7 @@ class UserCodeError(UserError):
 
     def __init__(self, message: str, user_traceback: str) -> None:
         super().__init__(message)
-        self.user_traceback = user_traceback
+        self.details = user_traceback
 
 
 def run_cli(main: Callable[[Sequence[str] | None], None], prog: str,
@@ -30,25 +28,6 @@ def run_cli(main: Callable[[Sequence[str] | None], None], prog: str,
     """Run `main`, turning a UserError into one line on stderr and exit status 1."""
     with exit_on_user_error(prog):
         main(argv)
-
-
-@contextlib.contextmanager
-def exit_on_user_error(prog: str) -> Iterator[None]:
-    """A UserError becomes `prog: error: ...` and exit status 1; Ctrl-C exit status 130; a run
-    stopped at a safe point by a signal (it said so itself) exits with 128 + the signal's number."""
-    try:
-        yield
-    except StoppedBySignal as stop:
-        sys.exit(stop.exit_code)
-    except UserCodeError as error:
-        print(f"{prog}: error: {error}", error.user_traceback, sep="\n", end="", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except UserError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
 
 
 def import_user_modules(user_dir: str | None = None) -> None:
@@ -74,6 +53,7 @@ def _import_user_dir(path: Path) -> None:
         return
     spec = importlib.util.spec_from_file_location(module_name, path / "__init__.py",
                                                   submodule_search_locations=[str(path)])
+    assert spec is not None and spec.loader is not None  # a .py file always gets a source loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from roberta import checkpoint
+from roberta.checkpoint.files import training_flags
 from roberta.cli.common import run_cli
 from roberta.errors import UserError
 from roberta.fileio import failed_write_cause
@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _write(to: str, target: Path, pretrained: Pretrained, head: str | None) -> None:
+    assert pretrained.config is not None  # main() refuses a file without a model config
     if to == "huggingface":
         _write_hf_folder(target, pretrained, head)
     elif to == "ours":
@@ -92,12 +93,13 @@ def _write(to: str, target: Path, pretrained: Pretrained, head: str | None) -> N
     else:
         generation = "2019" if to == "fairseq-2019" else "current"
         save_fairseq_checkpoint(target, pretrained.state_dict, pretrained.config, generation,
-                                flags=checkpoint.training_flags(pretrained.training_state or {}))
+                                flags=training_flags(pretrained.training_state or {}))
 
 
 def _write_hf_folder(target: Path, pretrained: Pretrained, head: str | None) -> None:
     """Write the folder beside `target` and move it into place once complete. Into an existing
     folder (which may hold tokenizer files) its files move one by one, the config last."""
+    assert pretrained.config is not None  # main() refuses a file without a model config
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     with _removed_on_failure(staging):
         save_hf_folder(staging, pretrained.state_dict, pretrained.config, classification_head=head)

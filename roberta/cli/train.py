@@ -6,51 +6,63 @@ import logging
 import math
 import signal
 import time
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
-from roberta import checkpoint, distributed, options
-from roberta.cli.common import run_cli
-from roberta.cli.setup import build_and_restore, checkpoint_manager, epoch_iterator
+from roberta import distributed
+from roberta.checkpoint.manager import CheckpointManager
+from roberta.checkpoint.restore import RunProgress
+from roberta.cli import options
+from roberta.cli.assembly import LoopSettings, TrainSettings, assemble_training
+from roberta.cli.common import import_user_modules, run_cli
+from roberta.cli.setup import build_training, epoch_iterator
+from roberta.data.iterators import EpochBatchIterator
 from roberta.distributed import DistributedContext
 from roberta.errors import UserError
 from roberta.evaluation import ValidationStopped, Validator
 from roberta.logging import ProgressLogger, setup_logging
 from roberta.meters import MeterGroup
 from roberta.stop_signals import StoppedBySignal, StopSignals
+from roberta.task import Task
 from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.train")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = options.parse_args(argv, train=True)
-    distributed.launch(train, args, "roberta-train")
+    flags = options.parse_args(argv, train=True)
+    settings = assemble_training(flags)
+    distributed.launch(train, flags, settings.run.distributed, "roberta-train")
 
 
-def train(args: argparse.Namespace, context: DistributedContext) -> None:
+def train(flags: argparse.Namespace, context: DistributedContext) -> None:
     """One rank's run; rank 0 alone logs at INFO level and writes files."""
-    setup_logging(args.log_file if context.is_master else None, rank=context.rank)
+    # A spawned rank starts with empty registries.
+    import_user_modules(flags.user_dir)
+    settings = assemble_training(flags, world_size=context.world_size)
+    setup_logging(settings.run.log_file if context.is_master else None, rank=context.rank)
+    loop = settings.loop
     if not context.is_master:
-        args.tensorboard_logdir = None
-        args.log_format = "simple" if args.log_format == "tqdm" else args.log_format
-    logger.info("command line arguments: %s", vars(args))
-    torch.manual_seed(args.seed)
-    manager = checkpoint_manager(args, context)
+        loop = replace(loop, tensorboard_logdir=None,
+                       log_format="simple" if loop.log_format == "tqdm" else loop.log_format)
+    logger.info("command line arguments: %s", settings.run.flags)
+    torch.manual_seed(settings.run.seed)
+    manager = CheckpointManager(settings.save, writes_files=context.is_master)
     with StopSignals() as stop_signals, manager.sole_writer():
-        task, trainer, extra_state = build_and_restore(args, manager, context)
-        train_loop(args, task, trainer, manager, extra_state, stop_signals)
+        built = build_training(settings, flags, manager, context)
+        train_loop(settings, loop, built.task, built.trainer, manager, built.progress, stop_signals)
     # Even at --max-update: the final validation, if any, was skipped or abandoned for the stop.
-    if trainer.stop_agreed:
-        stop_on_signal(args, trainer, manager, stop_signals)
+    if built.trainer.stop_agreed:
+        stop_on_signal(settings, built.trainer, manager, stop_signals)
 
 
-def stop_on_signal(args: argparse.Namespace, trainer: Trainer, manager: checkpoint.CheckpointManager,
+def stop_on_signal(settings: TrainSettings, trainer: Trainer, manager: CheckpointManager,
                    stop_signals: StopSignals) -> None:
     """Say where the run stopped and how to go on, then exit with 128 + the signal's number."""
-    last = checkpoint.last_checkpoint(manager.save_dir, manager.checkpoint_suffix)
-    saved = manager.writes_files and not (manager.no_save or manager.no_last_checkpoints)
+    last = settings.restore.last_checkpoint
+    saved = manager.writes_files and settings.save.saves_last
     logger.warning("stopped by %s at update %d: %s", stop_signals.name, trainer.num_updates,
                    f"{last} holds this update; run the same command to resume" if saved else
                    "no checkpoint_last.pt was written (--no-save or --no-last-checkpoints)")
@@ -59,29 +71,30 @@ def stop_on_signal(args: argparse.Namespace, trainer: Trainer, manager: checkpoi
     raise StoppedBySignal(stop_signals.received or signal.SIGTERM)
 
 
-def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkpoint.CheckpointManager,
-               extra_state: dict | None, stop_signals: StopSignals) -> None:
-    context = trainer.context
-    epoch_itr = epoch_iterator(args, task, args.train_subset, train=True, context=context,
-                               state=extra_state.get("train_iterator") if extra_state else None)
-    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context),
+def train_loop(settings: TrainSettings, loop: LoopSettings, task: Task, trainer: Trainer,
+               manager: CheckpointManager, progress: RunProgress, stop_signals: StopSignals) -> None:
+    context, batching, optimization = trainer.context, settings.run.batching, settings.optimization
+    epoch_itr = epoch_iterator(batching, task, loop.train_subset, train=True, context=context,
+                               state=progress.train_iterator)
+    validator = Validator(settings.run.validation, task,
+                          lambda split: epoch_iterator(batching, task, split, train=False, context=context),
                           should_stop=lambda: stop_signals.requested)
     epoch_meters = MeterGroup()
-    if extra_state and extra_state.get("metrics"):
-        epoch_meters.load_state_dict(extra_state["metrics"])
-    wall_start = time.perf_counter() - (extra_state or {}).get("previous_training_time", 0.0)
-    max_epoch = args.max_epoch or math.inf
-    if args.max_update and trainer.num_updates >= args.max_update:
+    if progress.meters:
+        epoch_meters.load_state_dict(progress.meters)
+    wall_start = time.perf_counter() - progress.previous_training_time
+    max_epoch = optimization.max_epoch or math.inf
+    if optimization.max_update and trainer.num_updates >= optimization.max_update:
         logger.info("the restored checkpoint is at update %d, already at --max-update %d: nothing to train",
-                    trainer.num_updates, args.max_update)
+                    trainer.num_updates, optimization.max_update)
         return
+    run = TrainingLoop(settings, loop, validator, trainer, manager, epoch_itr, epoch_meters, wall_start, stop_signals)
     lr = trainer.lr_scheduler.step_epoch(epoch_itr.next_epoch_idx)
     while epoch_itr.next_epoch_idx <= max_epoch:
-        if lr <= args.stop_min_lr:
-            logger.info("stopping: learning rate %g reached --stop-min-lr %g", lr, args.stop_min_lr)
+        if lr <= optimization.stop_min_lr:
+            logger.info("stopping: learning rate %g reached --stop-min-lr %g", lr, optimization.stop_min_lr)
             break
-        should_stop = train_epoch(args, validator, trainer, manager, epoch_itr, epoch_meters, wall_start,
-                                  stop_signals)
+        should_stop = train_epoch(run)
         if should_stop:
             break
         epoch_meters.reset()
@@ -90,20 +103,34 @@ def train_loop(args: argparse.Namespace, task, trainer: Trainer, manager: checkp
         logger.info("done training in %.1f seconds", time.perf_counter() - wall_start)
 
 
-def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer, manager: checkpoint.CheckpointManager,
-                epoch_itr, epoch_meters: MeterGroup, wall_start: float, stop_signals: StopSignals) -> bool:
+@dataclass
+class TrainingLoop:
+    """What the epochs of one run share."""
+    settings: TrainSettings
+    loop: LoopSettings
+    validator: Validator
+    trainer: Trainer
+    manager: CheckpointManager
+    epoch_itr: EpochBatchIterator
+    epoch_meters: MeterGroup
+    wall_start: float
+    stop_signals: StopSignals
+
+
+def train_epoch(run: TrainingLoop) -> bool:
     """Train one epoch (or its remainder after a resume); returns True when training should stop."""
+    trainer, epoch_itr, epoch_meters, wall_start = run.trainer, run.epoch_itr, run.epoch_meters, run.wall_start
     itr = epoch_itr.next_epoch_itr()
     epoch = epoch_itr.epoch
-    progress = ProgressLogger(args.log_format, epoch=epoch, total=len(itr), log_interval=args.log_interval,
-                              tensorboard_logdir=args.tensorboard_logdir)
+    progress = ProgressLogger(run.loop.log_format, epoch=epoch, total=len(itr), log_interval=run.loop.log_interval,
+                              tensorboard_logdir=run.loop.tensorboard_logdir)
     window = MeterGroup()
     window_start = time.perf_counter()
     should_stop = False
     steps = updates = 0
     skipped_before = trainer.oom_updates, trainer.overflow_updates
     for samples in progress.wrap(itr, offset=itr.n):
-        result = trainer.train_step(samples, stop_requested=stop_signals.requested)
+        result = trainer.train_step(samples, stop_requested=run.stop_signals.requested)
         steps += 1
         if trainer.oom_backoff.parts != epoch_itr.micro_batch_parts:
             epoch_itr.split_micro_batches(trainer.oom_backoff.parts)
@@ -124,13 +151,13 @@ def train_epoch(args: argparse.Namespace, validator: Validator, trainer: Trainer
         if result is None and not end_of_epoch and not trainer.stop_agreed:
             # A skipped update (fp16 overflow, OOM) leaves num_updates as it was: nothing new to save.
             continue
-        should_stop = validate_and_save(args, validator, trainer, manager, epoch_itr, epoch_meters,
-                                        end_of_epoch, wall_start, stopping=trainer.stop_agreed)
+        should_stop = validate_and_save(run, end_of_epoch, stopping=trainer.stop_agreed)
         if should_stop:
             break
     epoch_stats = update_stats(epoch_meters, trainer, None, wall_start)
     progress.print(epoch_stats, tag="train", step=trainer.num_updates)
-    return should_stop or bool(args.max_update and trainer.num_updates >= args.max_update)
+    max_update = run.settings.optimization.max_update
+    return should_stop or bool(max_update and trainer.num_updates >= max_update)
 
 
 def check_epoch_trained(epoch: int, steps: int, skipped_for_oom: int, skipped_for_overflow: int) -> None:
@@ -185,36 +212,37 @@ def update_stats(meters: MeterGroup, trainer: Trainer, elapsed: float | None, wa
     return stats
 
 
-def validate_and_save(args: argparse.Namespace, validator: Validator, trainer: Trainer, manager: checkpoint.CheckpointManager,
-                      epoch_itr, epoch_meters: MeterGroup, end_of_epoch: bool, wall_start: float, *,
-                      stopping: bool = False) -> bool:
+def validate_and_save(run: TrainingLoop, end_of_epoch: bool, *, stopping: bool = False) -> bool:
     """fairseq's schedule: save at epoch ends and every --save-interval-updates, validate alongside.
     `stopping` (a signal) adds a save of checkpoint_last.pt but no validation, which would only
     spend the scheduler's grace period; a signal during the validation abandons it (its score is
     not used) and stops the same way."""
-    epoch, num_updates = epoch_itr.epoch, trainer.num_updates
-    reached_max = bool(args.max_update) and num_updates >= args.max_update
+    trainer, manager, loop = run.trainer, run.manager, run.loop
+    epoch, num_updates = run.epoch_itr.epoch, trainer.num_updates
+    max_update = run.settings.optimization.max_update
+    reached_max = bool(max_update) and num_updates >= max_update
     scheduled_save = manager.is_save_time(epoch, num_updates, end_of_epoch) or reached_max
-    do_validate = not stopping and not args.disable_validation and (
+    do_validate = not stopping and not loop.disable_validation and (
         scheduled_save
-        or (end_of_epoch and epoch % args.validate_interval == 0)
-        or (args.validate_interval_updates > 0 and num_updates % args.validate_interval_updates == 0))
+        or (end_of_epoch and epoch % loop.validate_interval == 0)
+        or (loop.validate_interval_updates > 0 and num_updates % loop.validate_interval_updates == 0))
     val_metric = None
     if do_validate:
         try:
-            val_metric = validator(trainer, epoch, manager, end_of_epoch=end_of_epoch)
+            val_metric = run.validator(trainer, epoch, manager, end_of_epoch=end_of_epoch)
         except ValidationStopped:
             logger.info("validation abandoned for the stop request")
             trainer.stop_agreed = stopping = True
     should_stop = stopping or reached_max or (val_metric is not None and manager.should_stop_early(val_metric))
     if scheduled_save or manager.is_save_time(epoch, num_updates, end_of_epoch, stopping=stopping):
         extra_state = {
-            "train_iterator": epoch_itr.state_dict(),
-            "metrics": epoch_meters.state_dict(),
-            "previous_training_time": time.perf_counter() - wall_start,
+            "train_iterator": run.epoch_itr.state_dict(),
+            "metrics": run.epoch_meters.state_dict(),
+            "previous_training_time": time.perf_counter() - run.wall_start,
         }
-        manager.save(trainer.checkpoint_state(args, extra_state), epoch=epoch, num_updates=num_updates,
-                     end_of_epoch=end_of_epoch, val_metric=val_metric)
+        state = trainer.checkpoint_state(run.settings.run.flags, extra_state,
+                                         save_optimizer_state=not run.settings.save.no_save_optimizer_state)
+        manager.save(state, epoch=epoch, num_updates=num_updates, end_of_epoch=end_of_epoch, val_metric=val_metric)
     return should_stop
 
 

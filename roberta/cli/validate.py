@@ -9,22 +9,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
-from roberta import checkpoint, distributed, options
-from roberta.cli.common import run_cli
-from roberta.cli.setup import epoch_iterator, pick_device
-from roberta.distributed import SINGLE_PROCESS, DistributedContext
+from roberta import distributed
+from roberta.checkpoint.files import num_updates
+from roberta.cli import options
+from roberta.cli.assembly import RunSettings, assemble_run, criterion_settings
+from roberta.cli.common import import_user_modules, run_cli
+from roberta.cli.setup import build_task, epoch_iterator, pick_device
+from roberta.distributed import DistributedContext
 from roberta.errors import UserError
 from roberta.evaluation import Validator
 from roberta.logging import setup_logging
+from roberta.models.architectures import arch_settings, with_block_positions
 from roberta.models.pretrained import Pretrained, check_tying, load_pretrained
 from roberta.models.weights import load_model_weights
 from roberta.precision import resolve_precision
-from roberta.registry import CRITERIONS, TASKS
+from roberta.registry import CRITERIONS
 from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.validate")
@@ -34,16 +39,15 @@ _BATCH_SIZE_FLAGS = {"--max-tokens", "--batch-size", "--max-sentences", "--max-t
 _STORED_BATCHING = ("max_tokens", "batch_size", "max_tokens_valid", "batch_size_valid")
 
 
-def _checkpoint_path(argv: Sequence[str] | None) -> tuple[str, bool]:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--path")
-    pre.add_argument("--unsafe-load", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    if not known.path and options.wants_help(argv):
-        options.parse_args(argv, train=False)  # prints the help and exits
-    if not known.path:
-        raise UserError("--path is required: the checkpoint to evaluate")
-    return known.path, known.unsafe_load
+@dataclass
+class ValidationJob:
+    """What every rank validates: the command line and, where this process read it, the checkpoint."""
+    flags: argparse.Namespace
+    pretrained: Pretrained | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A spawned process reads the checkpoint itself rather than receive it through a pipe.
+        return {"flags": self.flags, "pretrained": None}
 
 
 def checkpoint_defaults(pretrained: Pretrained, argv: Sequence[str] | None) -> dict:
@@ -61,43 +65,56 @@ def checkpoint_defaults(pretrained: Pretrained, argv: Sequence[str] | None) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    path, unsafe = _checkpoint_path(argv)
     setup_logging()
-    pretrained = load_pretrained(path, unsafe=unsafe)
-    args = options.parse_args(argv, train=False, defaults=checkpoint_defaults(pretrained, argv))
-    if args.save_predictions and not Path(args.save_predictions).absolute().parent.is_dir():
-        raise UserError(f"--save-predictions {args.save_predictions}: the folder it goes in does not exist")
-    if distributed.resolve_world_size(args) == 1:
-        validate(args, SINGLE_PROCESS, pretrained)
-    else:
-        # Each process reads the checkpoint itself.
-        del pretrained
-        distributed.launch(validate, args, "roberta-validate")
+    read: list[Pretrained] = []
+
+    def stored_flags(given: dict) -> dict:
+        if not given.get("path"):
+            if options.wants_help(argv):
+                return {}  # the full parse prints the help and exits
+            raise UserError("--path is required: the checkpoint to evaluate")
+        read.append(load_pretrained(given["path"], unsafe=given.get("unsafe_load", False)))
+        return checkpoint_defaults(read[0], argv)
+
+    flags = options.parse_args(argv, train=False, defaults=stored_flags)
+    if flags.save_predictions and not Path(flags.save_predictions).absolute().parent.is_dir():
+        raise UserError(f"--save-predictions {flags.save_predictions}: the folder it goes in does not exist")
+    run = assemble_run(flags)
+    distributed.launch(validate, ValidationJob(flags, read[0]), run.distributed, "roberta-validate")
 
 
-def validate(args: argparse.Namespace, context: DistributedContext, pretrained: Pretrained | None = None) -> None:
+def validate(job: ValidationJob, context: DistributedContext) -> None:
     """One rank's share of the splits; statistics are summed over ranks and rank 0 reports them."""
-    setup_logging(args.log_file if context.is_master else None, rank=context.rank)
-    if pretrained is None:
-        pretrained = load_pretrained(args.path, unsafe=args.unsafe_load)
-    state = pretrained.training_state or {}
-    task = TASKS.get(args.task).setup_task(args)
-    model = task.build_model(args)
-    check_tying(pretrained, model.config, args.path)
-    load_model_weights(model, pretrained.state_dict, path=args.path)
-    criterion = CRITERIONS.get(args.criterion).from_args(args, task)
-    device = pick_device(args.cpu)
-    trainer = Trainer(model, criterion, optimizer=None, lr_scheduler=None, device=device,
-                      precision=resolve_precision(args, device), context=context)
-    trainer.num_updates = checkpoint.num_updates(state)
-    logger.info("loaded %s (update %d)", args.path, trainer.num_updates)
-    if context.is_distributed:
-        logger.info("validating on %d processes", context.world_size)
-    validator = Validator(args, task, lambda split: epoch_iterator(args, task, split, train=False, context=context))
+    flags = job.flags
+    import_user_modules(flags.user_dir)
+    run = assemble_run(flags, world_size=context.world_size)
+    setup_logging(run.log_file if context.is_master else None, rank=context.rank)
+    pretrained = job.pretrained or load_pretrained(flags.path, unsafe=flags.unsafe_load)
+    trainer, task = build_evaluation(run, flags, pretrained, context)
+    validator = Validator(run.validation, task,
+                          lambda split: epoch_iterator(run.batching, task, split, train=False, context=context))
     with torch.inference_mode():
         # fairseq-validate names no epoch: the iterator state holds E+1 after epoch E, which would
         # be off by one, and the chance-level warning is about training progress.
         validator(trainer, epoch=None, end_of_epoch=False)
+
+
+def build_evaluation(run: RunSettings, flags: argparse.Namespace, pretrained: Pretrained,
+                     context: DistributedContext) -> tuple[Trainer, Any]:
+    """The checkpoint's model, with its task and criterion, in a trainer that only validates."""
+    arch = with_block_positions(arch_settings(vars(flags)), getattr(flags, "tokens_per_sample", None))
+    task, model = build_task(run, flags, arch)
+    check_tying(pretrained, model.config, flags.path)
+    load_model_weights(model, pretrained.state_dict, path=flags.path)
+    criterion = CRITERIONS.get(run.criterion_name).build(criterion_settings(run, flags), task)
+    device = pick_device(run.cpu)
+    trainer = Trainer(model, criterion, optimizer=None, lr_scheduler=None, device=device,
+                      precision=resolve_precision(run.precision, device), context=context)
+    trainer.num_updates = num_updates(pretrained.training_state or {})
+    logger.info("loaded %s (update %d)", flags.path, trainer.num_updates)
+    if context.is_distributed:
+        logger.info("validating on %d processes", context.world_size)
+    return trainer, task
 
 
 def cli_main() -> None:

@@ -6,6 +6,7 @@ greedy batching loop works on plain Python ints.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -14,6 +15,38 @@ from roberta.data.seeding import seeded_rng
 from roberta.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """The data-loading flags of a run (`--max-tokens`, `--batch-size`, ...), checked together."""
+    max_tokens: int | None = None
+    batch_size: int | None = None
+    required_batch_size_multiple: int = 8
+    num_workers: int = 1
+    skip_invalid_size_inputs_valid_test: bool = False
+    max_tokens_valid: int | None = None
+    batch_size_valid: int | None = None
+    seed: int = 1
+    update_freq: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is None and self.batch_size is None:
+            raise UserError("give --max-tokens or --batch-size (--max-sentences) to size the mini-batches")
+        for flag in ("max_tokens", "batch_size", "max_tokens_valid", "batch_size_valid"):
+            value = getattr(self, flag)
+            if value is not None and value <= 0:
+                raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+        if self.required_batch_size_multiple < 1:
+            raise UserError(f"--required-batch-size-multiple must be >= 1, got {self.required_batch_size_multiple}")
+        if self.num_workers < 0:
+            raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
+
+    def limits(self, *, train: bool) -> tuple[int | None, int | None]:
+        """(max tokens, max examples) per mini-batch; validation falls back to the training limits."""
+        if train:
+            return self.max_tokens, self.batch_size
+        return self.max_tokens_valid or self.max_tokens, self.batch_size_valid or self.batch_size
 
 
 def length_sorted(sizes: np.ndarray, seed: int) -> np.ndarray:

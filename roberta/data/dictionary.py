@@ -151,7 +151,7 @@ class Dictionary:
     # ------------------------------------------------------------------------------- encoding
 
     def encode_line(self, line: str, append_eos: bool = True, add_if_not_exist: bool = False,
-                    consumer: Callable[[str, int], None] | None = None) -> torch.IntTensor:
+                    consumer: Callable[[str, int], None] | None = None) -> torch.Tensor:
         """Whitespace-split `line` into indices (unknown -> `<unk>` unless added), plus `</s>`.
 
         `consumer(word, index)` sees every word, e.g. to count words replaced by `<unk>`.

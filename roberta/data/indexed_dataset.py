@@ -11,7 +11,7 @@ import os
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence, overload
 
 import numpy as np
 import torch
@@ -116,13 +116,13 @@ class MMapIndexedDataset:
         """The smallest and largest value in `.bin` (None when it holds none), read in blocks."""
         if self._data.size == 0:
             return None
-        lowest, highest = None, None
+        lows: list[int] = []
+        highs: list[int] = []
         for start in range(0, self._data.size, _VALUE_BLOCK):
             block = self._data[start:start + _VALUE_BLOCK]
-            block_low, block_high = block.min().item(), block.max().item()
-            lowest = block_low if lowest is None else min(lowest, block_low)
-            highest = block_high if highest is None else max(highest, block_high)
-        return lowest, highest
+            lows.append(block.min().item())
+            highs.append(block.max().item())
+        return min(lows), max(highs)
 
     def sequence_holding(self, value: int) -> int:
         """The index of the first sequence that contains `value` (which must occur)."""
@@ -247,6 +247,16 @@ class ConcatIndexedDataset:
 
     def num_tokens(self, index: int) -> int:
         return int(self.sizes[index])
+
+
+@overload
+def load_indexed_dataset(prefix: str | os.PathLike, combine: Literal[False] = False,
+                         token_ids: TokenIdRange | None = None) -> MMapIndexedDataset: ...
+
+
+@overload
+def load_indexed_dataset(prefix: str | os.PathLike, combine: bool,
+                         token_ids: TokenIdRange | None = None) -> MMapIndexedDataset | ConcatIndexedDataset: ...
 
 
 def load_indexed_dataset(prefix: str | os.PathLike, combine: bool = False,

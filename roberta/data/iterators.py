@@ -87,7 +87,9 @@ class EpochIterator:
 
     def _loader(self) -> torch.utils.data.DataLoader:
         pieces = [piece for batch in self._shard[self.consumed:self.stop] for piece in _split(batch, self._parts)]
-        return torch.utils.data.DataLoader(self._dataset, batch_sampler=pieces, collate_fn=_Collate(self._dataset),
+        # DataLoader takes any iterable of index sequences; its stub asks for lists.
+        return torch.utils.data.DataLoader(self._dataset, batch_sampler=pieces,  # type: ignore[arg-type]
+                                           collate_fn=_Collate(self._dataset),
                                            num_workers=self._num_workers, worker_init_fn=ignore_interrupts,
                                            multiprocessing_context=WORKER_START_METHOD if self._num_workers else None)
 
@@ -125,8 +127,8 @@ class EpochBatchIterator:
         if not 0 <= shard_id < num_shards:
             raise ValueError(f"shard_id {shard_id} is not in [0, {num_shards})")
         freqs = [update_freq] if isinstance(update_freq, int) else list(update_freq)
-        if not freqs or min(freqs) < 1:
-            raise UserError(f"--update-freq {update_freq} must be one or more positive integers")
+        if not freqs or min(freqs) < 1:  # --update-freq is checked when the flags are parsed
+            raise ValueError(f"update_freq {update_freq} is not one or more integers >= 1")
         self.dataset = dataset
         self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
         self.seed = seed

@@ -7,11 +7,14 @@ draws are fairseq's (`MaskTokensDataset`), so the same seed masks the same token
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 import torch
 
 from roberta.data.batching import length_sorted
 from roberta.data.seeding import seeded_rng
+from roberta.data.token_blocks import TokenBlockDataset
 from roberta.errors import UserError
 
 
@@ -128,7 +131,8 @@ def _random_tokens(rng: np.random.RandomState, n: int, cumulative: np.ndarray) -
     return cumulative.searchsorted(rng.random_sample(n), side="right")
 
 
-def replacement_distribution(vocab_size: int, num_special: int, freq_weights: np.ndarray | None) -> np.ndarray:
+def replacement_distribution(vocab_size: int, num_special: int,
+                             freq_weights: np.ndarray | Sequence[int] | None) -> np.ndarray:
     """The normalised cumulative distribution of replacement tokens: uniform over the
     non-special entries, or by dictionary count (fairseq's `--freq-weighted-replacement`)."""
     weights = np.ones(vocab_size) if freq_weights is None else np.array(freq_weights[:vocab_size], dtype=np.float64)
@@ -146,7 +150,7 @@ class MaskedLMDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        blocks: torch.utils.data.Dataset,
+        blocks: TokenBlockDataset,
         *,
         seed: int,
         mask_idx: int,
@@ -156,7 +160,7 @@ class MaskedLMDataset(torch.utils.data.Dataset):
         leave_unmasked_prob: float = 0.1,
         random_token_prob: float = 0.1,
         num_special: int = 4,
-        freq_weights: np.ndarray | None = None,
+        freq_weights: np.ndarray | Sequence[int] | None = None,
         word_begins: torch.Tensor | None = None,
         mask_multiple_length: int = 1,
         mask_stdev: float = 0.0,
@@ -173,7 +177,7 @@ class MaskedLMDataset(torch.utils.data.Dataset):
         self.pad_idx = pad_idx
         self.word_begins = word_begins
         self.epoch = 1
-        self._mask_args = dict(
+        self._mask_args: dict[str, Any] = dict(
             mask_idx=mask_idx, vocab_size=vocab_size, pad_idx=pad_idx, mask_prob=mask_prob,
             leave_unmasked_prob=leave_unmasked_prob, random_token_prob=random_token_prob,
             num_special=num_special, mask_multiple_length=mask_multiple_length, mask_stdev=mask_stdev,

@@ -46,7 +46,7 @@ class MultipleChoiceDataset(torch.utils.data.Dataset):
         if self.max_option_length is not None:
             option_part = np.minimum(option_part, self.max_option_length)
         total = option_part + self.context.sizes.astype(np.int64) + (self.separator_token is not None)
-        if self.shorten_method != "none":
+        if self.shorten_method != "none" and self.max_positions is not None:
             total = np.minimum(total, self.max_positions)
         return total
 

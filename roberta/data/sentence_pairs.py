@@ -42,7 +42,7 @@ class SentencePairDataset(torch.utils.data.Dataset):
         total = self.first.sizes.astype(np.int64) + (self.init_token is not None)
         if self.second is not None:
             total = total + self.second.sizes.astype(np.int64) + (self.separator_token is not None)
-        if self.shorten_method != "none":
+        if self.shorten_method != "none" and self.max_positions is not None:
             total = np.minimum(total, self.max_positions)
         return total
 

@@ -19,10 +19,10 @@ def prefixed(token: int | None, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def shortened(tokens: torch.Tensor, method: str, max_positions: int | None, crop_key: Sequence[int]) -> torch.Tensor:
-    """At most `max_positions` tokens: the start (`truncate`) or a random window (`random_crop`)
+    """At most `max_positions` tokens (None: no limit): the start (`truncate`) or a random window (`random_crop`)
     drawn from `crop_key` alone ((seed, epoch, example), fairseq's key), so it is resumable, the
     same in every data-loading worker, and fairseq's crop."""
-    if method == "none" or len(tokens) <= max_positions:
+    if method == "none" or max_positions is None or len(tokens) <= max_positions:
         return tokens
     if method == "truncate":
         return tokens[:max_positions]

@@ -1,19 +1,59 @@
 """Architecture presets (`--arch`) and the `--encoder-*` flags that override their sizes.
 
-Each preset is registered in `roberta.registry.ARCHS` as a function `(args, vocab_size) ->
-ModelConfig`; a flag left at its default (None) keeps the preset's value. As in fairseq,
-`--max-positions` defaults to `--tokens-per-sample` where the task has one (masked_lm), else 512.
+Each preset is registered in `roberta.registry.ARCHS` as a function `(settings, vocab_size) ->
+ModelConfig`; a size left at None keeps the preset's value. As in fairseq, `--max-positions`
+defaults to `--tokens-per-sample` where the task has one (masked_lm), else 512: the command layer
+fills `max_positions` so.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 from roberta.flag_types import NumberFlag, positive_int, probability
 from roberta.models.config import ModelConfig
 from roberta.registry import ARCHS
 
-ArchFn = Callable[[argparse.Namespace, int], ModelConfig]
+
+@dataclass(frozen=True)
+class ArchSettings:
+    """`--arch` and the flags that override its sizes; None keeps the preset's value."""
+    arch: str
+    encoder_layers: int | None = None
+    encoder_embed_dim: int | None = None
+    encoder_ffn_embed_dim: int | None = None
+    encoder_attention_heads: int | None = None
+    max_positions: int | None = None
+    dropout: float | None = None
+    attention_dropout: float | None = None
+    activation_dropout: float | None = None
+    pooler_dropout: float | None = None
+    untie_weights_roberta: bool | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The values given, by ModelConfig field name."""
+        return {field.name: value for field in dataclasses.fields(self)
+                if field.name != "arch" and (value := getattr(self, field.name)) is not None}
+
+
+ArchFn = Callable[[ArchSettings, int], ModelConfig]
+
+
+def arch_settings(flags: Mapping[str, Any]) -> ArchSettings:
+    """ArchSettings from flag values by name: the command line's, or the flags a checkpoint stored."""
+    return ArchSettings(**{field.name: flags[field.name] for field in dataclasses.fields(ArchSettings)
+                           if flags.get(field.name) is not None})
+
+
+def with_block_positions(settings: ArchSettings, tokens_per_sample: int | None) -> ArchSettings:
+    """fairseq's RobertaModel.build_model: without --max-positions, a task that has
+    --tokens-per-sample (masked_lm) sizes the position table to its blocks."""
+    if settings.max_positions is None and tokens_per_sample is not None:
+        return dataclasses.replace(settings, max_positions=tokens_per_sample)
+    return settings
+
 
 # (attribute, flag, parser of its values, help); every flag defaults to None so the preset decides.
 _OVERRIDES: tuple[tuple[str, str, Callable[[str], NumberFlag], str], ...] = (
@@ -45,27 +85,16 @@ def add_model_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) ->
                              "sharing the token embedding matrix")
 
 
-def build_model_config(args: argparse.Namespace, vocab_size: int) -> ModelConfig:
-    """The preset named by `args.arch` with any `--encoder-*` overrides applied."""
-    return ARCHS.get(args.arch)(args, vocab_size)
+def build_model_config(settings: ArchSettings, vocab_size: int) -> ModelConfig:
+    """The preset named by `--arch` with any `--encoder-*` overrides applied."""
+    return ARCHS.get(settings.arch)(settings, vocab_size)
 
 
 def _preset(layers: int, embed_dim: int, ffn_dim: int, heads: int) -> ArchFn:
-    def build(args: argparse.Namespace, vocab_size: int) -> ModelConfig:
+    def build(settings: ArchSettings, vocab_size: int) -> ModelConfig:
         values: dict[str, Any] = {"encoder_layers": layers, "encoder_embed_dim": embed_dim,
-                                  "encoder_ffn_embed_dim": ffn_dim,
-                                  "encoder_attention_heads": heads}
-        tokens_per_sample = getattr(args, "tokens_per_sample", None)
-        if tokens_per_sample is not None:
-            # fairseq's RobertaModel.build_model: without --max-positions, a task that has
-            # --tokens-per-sample (masked_lm) sizes the position table to its blocks.
-            values["max_positions"] = tokens_per_sample
-        for attr, *_ in _OVERRIDES:
-            if getattr(args, attr, None) is not None:
-                values[attr] = getattr(args, attr)
-        if getattr(args, "untie_weights_roberta", None) is not None:
-            values["untie_weights_roberta"] = bool(args.untie_weights_roberta)
-        return ModelConfig(vocab_size=vocab_size, **values)
+                                  "encoder_ffn_embed_dim": ffn_dim, "encoder_attention_heads": heads}
+        return ModelConfig(vocab_size=vocab_size, **{**values, **settings.overrides()})
 
     build.__doc__ = f"{layers} layers x {embed_dim} hidden, FFN {ffn_dim}, {heads} heads."
     return build

@@ -7,6 +7,9 @@ from typing import Any
 
 from roberta.errors import UserError
 
+# fairseq's default for every preset.
+DEFAULT_MAX_POSITIONS = 512
+
 
 @dataclass
 class ModelConfig:
@@ -20,7 +23,7 @@ class ModelConfig:
     encoder_embed_dim: int
     encoder_ffn_embed_dim: int
     encoder_attention_heads: int
-    max_positions: int = 512
+    max_positions: int = DEFAULT_MAX_POSITIONS
     dropout: float = 0.1
     attention_dropout: float = 0.1
     activation_dropout: float = 0.0

@@ -76,6 +76,8 @@ def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor |
 class LearnedPositionalEmbedding(nn.Embedding):
     """Position table with `padding_idx + 1` extra leading rows, as in fairseq checkpoints."""
 
+    padding_idx: int  # nn.Embedding's may be None; this table always has one
+
     def __init__(self, max_positions: int, embed_dim: int, padding_idx: int) -> None:
         super().__init__(max_positions + padding_idx + 1, embed_dim, padding_idx=padding_idx)
 

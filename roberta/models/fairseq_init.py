@@ -12,15 +12,21 @@ registered afterwards is also fairseq's.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Iterable, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # roberta.models.roberta imports this module
+    from roberta.models.encoder import TransformerEncoderLayer, TransformerSentenceEncoder
+    from roberta.models.heads import LMHead
+    from roberta.models.roberta import RobertaModel
 
 BERT_INIT_STD = 0.02
 
 
 @torch.no_grad()
-def fairseq_initialize_(model: nn.Module) -> None:
+def fairseq_initialize_(model: RobertaModel) -> None:
     """Re-draw every weight of a `RobertaModel` (no classification heads yet) as fairseq does."""
     encoder = model.encoder.sentence_encoder
     head = model.encoder.lm_head
@@ -31,14 +37,14 @@ def fairseq_initialize_(model: nn.Module) -> None:
     _bert_linear(head.dense)
 
 
-def _build_encoder(encoder: nn.Module) -> None:
+def _build_encoder(encoder: TransformerSentenceEncoder) -> None:
     """What building fairseq's embeddings and layers draws, in the order they are built."""
     encoder.embed_tokens.reset_parameters()
     positions = encoder.embed_positions
     positions.reset_parameters()
     nn.init.normal_(positions.weight, mean=0.0, std=positions.embedding_dim ** -0.5)
     positions.weight[positions.padding_idx].zero_()
-    for layer in encoder.layers:
+    for layer in _layers(encoder):
         attention = layer.self_attn
         projections = (attention.k_proj, attention.v_proj, attention.q_proj)  # fairseq's order
         for linear in (*projections, attention.out_proj):
@@ -51,19 +57,19 @@ def _build_encoder(encoder: nn.Module) -> None:
         layer.fc2.reset_parameters()
 
 
-def _build_lm_head(head: nn.Module, *, untied: bool) -> None:
+def _build_lm_head(head: LMHead, *, untied: bool) -> None:
     head.dense.reset_parameters()
     if untied:  # fairseq takes the weight of a fresh bias-free Linear and never re-draws it
         nn.init.kaiming_uniform_(head.weight, a=math.sqrt(5))
     nn.init.zeros_(head.bias)
 
 
-def _bert_draws(encoder: nn.Module) -> None:
+def _bert_draws(encoder: TransformerSentenceEncoder) -> None:
     """fairseq's `apply(init_bert_params)` over the sentence encoder: children before parents."""
     for embedding in (encoder.embed_tokens, encoder.embed_positions):
         nn.init.normal_(embedding.weight, mean=0.0, std=BERT_INIT_STD)
         embedding.weight[embedding.padding_idx].zero_()
-    for layer in encoder.layers:
+    for layer in _layers(encoder):
         attention = layer.self_attn
         for linear in (attention.k_proj, attention.v_proj, attention.q_proj, attention.out_proj):
             _bert_linear(linear)
@@ -71,6 +77,11 @@ def _bert_draws(encoder: nn.Module) -> None:
             nn.init.normal_(linear.weight, mean=0.0, std=BERT_INIT_STD)
         _bert_linear(layer.fc1)
         _bert_linear(layer.fc2)
+
+
+def _layers(encoder: TransformerSentenceEncoder) -> Iterable[TransformerEncoderLayer]:
+    # nn.ModuleList is not generic: its items type as nn.Module.
+    return cast("Iterable[TransformerEncoderLayer]", encoder.layers)
 
 
 def _bert_linear(linear: nn.Linear) -> None:

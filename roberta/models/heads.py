@@ -7,6 +7,12 @@ from torch import Tensor, nn
 
 from roberta.models.encoder import gelu
 
+# Head names as in fairseq checkpoints. A task registers its heads under these names and its
+# criterion reads them back, so both import them from here (a criterion never imports a task).
+SENTENCE_HEAD = "sentence_classification_head"
+SQUAD_SPAN_HEAD = "squad_span"
+SQUAD_ANSWERABLE_HEAD = "squad_answerable"
+
 
 class LMHead(nn.Module):
     """dense -> GELU -> LayerNorm -> projection onto the vocabulary plus a bias.
@@ -15,7 +21,7 @@ class LMHead(nn.Module):
     otherwise a parameter of its own (`--untie-weights-roberta`).
     """
 
-    def __init__(self, embed_dim: int, vocab_size: int, weight: nn.Parameter | None = None,
+    def __init__(self, embed_dim: int, vocab_size: int, weight: Tensor | None = None,
                  layer_norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.dense = nn.Linear(embed_dim, embed_dim)

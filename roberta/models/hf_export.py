@@ -19,12 +19,13 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 import roberta.optim  # noqa: F401  (registers the optimizers and LR schedulers named in a cfg)
-from roberta import checkpoint
+from roberta.checkpoint import files as checkpoint_files
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
 from roberta.models.config import ModelConfig
@@ -251,13 +252,13 @@ def save_fairseq_checkpoint(path: str | Path, state_dict: dict[str, Tensor], con
                             generation: str = "current", *, flags: dict | None = None) -> Path:
     """Write a fairseq `model.pt` with the keys fairseq's loader expects of that generation.
 
-    `flags` are the training flags the model was made with (`roberta.checkpoint.training_flags`):
+    `flags` are the training flags the model was made with (`roberta.checkpoint.files.training_flags`):
     a fine-tuned model keeps its task, criterion and head settings, so fairseq-validate and the
     hub interface rebuild it; without them the file describes a masked-LM model.
     """
     path = Path(path)
     flat = fairseq_flat_args(config, flags or {})
-    state = {
+    state: dict[str, Any] = {
         "model": to_fairseq_state_dict(state_dict, generation),
         "criterion": None,
         "optimizer_history": [{"criterion_name": _CRITERION_CLASSES[flat["criterion"]],
@@ -284,7 +285,7 @@ def fairseq_flat_args(config: ModelConfig, flags: dict) -> dict:
     """Every flag of the run as one flat dict, the way fairseq's argparse namespace holds them:
     fairseq's defaults, overlaid by our stored flags (same names), the model's sizes and arch."""
     # Our flat cfg nests the ModelConfig under "model"; fairseq's groups each carry a "_name".
-    stored = {key: value for key, value in checkpoint.plain_config(argparse.Namespace(**flags)).items()
+    stored = {key: value for key, value in checkpoint_files.plain_config(flags).items()
               if key not in ("model", "_name")}
     flat = {key: value for group in _FAIRSEQ_GROUPS.values() for key, value in group.items()}
     flat.update(stored)
@@ -296,7 +297,7 @@ def fairseq_flat_args(config: ModelConfig, flags: dict) -> dict:
         logger.warning("fairseq 0.12.2 has no task '%s'; the exported file names masked_lm, so fairseq can "
                        "load the encoder but cannot evaluate %s", task, task)
         task = "masked_lm"
-    criterion = flat.get("criterion") if flat.get("criterion") in _CRITERIA else task
+    criterion = flat["criterion"] if flat.get("criterion") in _CRITERIA else task
     flat.update({"task": task, "criterion": criterion, "data": flat.get("data") or ".",
                  "tokens_per_sample": flat.get("tokens_per_sample") or config.max_positions,
                  "bpe": None, "tokenizer": None, **_fairseq_model_args(config)})
@@ -360,7 +361,7 @@ def save_our_checkpoint(path: str | Path, state_dict: dict[str, Tensor], config:
     """Our checkpoint layout holding only the model: a run restoring it starts its optimizer,
     schedule and data position afresh, as after --reset-optimizer --reset-dataloader."""
     path = Path(path)
-    state = {"args": None, "cfg": {"model": config.to_dict()}, "model": state_dict, "criterion": None,
+    state: dict[str, Any] = {"args": None, "cfg": {"model": config.to_dict()}, "model": state_dict, "criterion": None,
              "optimizer_history": [], "task_state": {}, "extra_state": {}}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as handle:

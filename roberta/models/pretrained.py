@@ -5,7 +5,7 @@ names (`decoder.sentence_encoder.*`, `emb_layer_norm`, fused `in_proj_*`; config
 `argparse.Namespace`) or the current ones (`encoder.sentence_encoder.*`, separate q/k/v, a
 `version` buffer; config in a `cfg` dict), and a Hugging Face folder (`config.json` plus
 `model.safetensors` or `pytorch_model.bin`, optionally sharded). Pickled files are read only
-through `roberta.checkpoint.load_checkpoint`'s allow-list, here widened by the numpy scalar
+through `roberta.checkpoint_files.load_checkpoint`'s allow-list, here widened by the numpy scalar
 globals that legacy fairseq `args` can hold; anything else needs `--unsafe-load`.
 
 The sizes are read from the weights themselves (the `args` of a pruned or resized model may
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from roberta import checkpoint, fairseq_resume
+from roberta import fairseq_resume
+from roberta.checkpoint import files as checkpoint_files
 from roberta.errors import UserError
+from roberta.models.architectures import ArchSettings, arch_settings, build_model_config, with_block_positions
 from roberta.models.config import ModelConfig, shown
+from roberta.models.hf_config import HF_CONFIG, config_from_hf, one_line, read_hf_config
 from roberta.models.heads import LMHead
 from roberta.models.hf_mapping import from_hf_state_dict, to_hf_state_dict
 from roberta.models.roberta import RobertaModel, init_bert_params
@@ -39,10 +41,8 @@ from roberta.torch_file import read_torch_file
 logger = logging.getLogger(__name__)
 
 HF_HEAD_NAME = "sentence_classification_head"
-HF_CONFIG = "config.json"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                    "pytorch_model.bin.index.json")
-HF_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
 FAIRSEQ_MODEL_FILE = "model.pt"
 ENCODER = "encoder.sentence_encoder."
 EMBED_TOKENS = ENCODER + "embed_tokens.weight"
@@ -55,9 +55,8 @@ _IN_PROJ = re.compile(r"^(.*\.self_attn\.)in_proj_(weight|bias)$")
 # BetterTransformer fast path (`layers.N.in_proj_weight`, `fc1_weight`, ...), next to the real ones.
 _FUSED_COPY = re.compile(r"^(?:encoder|decoder)\.sentence_encoder\.layers\.\d+\.(?:in_proj|out_proj|fc1|fc2)_(?:weight|bias)$")
 _HEAD_OUT = re.compile(r"^classification_heads\.([^.]+)\.out_proj\.weight$")
-# Buffers fairseq keeps in its state dicts that are not weights (format versions, a device
-# marker of sinusoidal positions) and HF's old persistent position-id buffer.
-_BUFFER_SUFFIXES = (".version", "._float_tensor", "embeddings.position_ids")
+# fairseq's buffers that are not weights, and HF's old persistent position-id buffer.
+_BUFFER_SUFFIXES = (*fairseq_resume.FAIRSEQ_BUFFER_SUFFIXES, "embeddings.position_ids")
 _DESCRIPTIONS = {"ours": "roberta-train checkpoint", "fairseq-2019": "fairseq model (2019 key names)",
                  "fairseq": "fairseq model", "huggingface": "Hugging Face transformers model"}
 
@@ -68,7 +67,10 @@ def _numpy_scalar_globals() -> list:
     None of them runs code from the file; legacy fairseq `args` sometimes hold such scalars.
     Files written with numpy 1.x name `scalar` under `numpy.core`, numpy 2 under `numpy._core`.
     """
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    if hasattr(np, "_core"):
+        scalar = np._core.multiarray.scalar
+    else:  # numpy 1.x, whose `np.core.multiarray` numpy 2's stubs no longer declare
+        scalar = np.core.multiarray.scalar  # type: ignore[attr-defined]
     dtype_classes = {type(np.dtype(code)) for code in "?bhilqBHILQefd"}
     return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
             np.dtype, *sorted(dtype_classes, key=str)]
@@ -111,7 +113,7 @@ class Pretrained:
     def training_flags(self) -> dict:
         """Flag defaults for a run on this model: the stored training flags, with the model's
         sizes as read from the file (so `--arch` need not be guessed for a foreign file)."""
-        flags = checkpoint.training_flags(self.training_state or {})
+        flags = checkpoint_files.training_flags(self.training_state or {})
         if self.config is None:
             return flags
         flags.update(model_flags(self.config))
@@ -145,7 +147,7 @@ def load_pretrained(path: str | Path, *, unsafe: bool = False, head_name: str | 
                             f"{FAIRSEQ_MODEL_FILE} (fairseq); pass a checkpoint file or a model folder")
         path = path / FAIRSEQ_MODEL_FILE
     with torch.serialization.safe_globals(FAIRSEQ_SAFE_GLOBALS):
-        state = checkpoint.load_checkpoint(path, unsafe=unsafe)
+        state = checkpoint_files.load_checkpoint(path, unsafe=unsafe)
     return _from_checkpoint(state, path)
 
 
@@ -236,16 +238,19 @@ def _fairseq_training_state(state: dict, path: Path) -> dict:
     return {"last_optimizer_state": None, "extra_state": extra,
             fairseq_resume.STATE_KEY: fairseq_resume.optimizer_state_by_name(state, state["model"], our_key, path),
             "optimizer_history": fairseq_resume.history_in_our_names(
-                list(state.get("optimizer_history") or []), checkpoint.training_flags(state).get("optimizer"))}
+                list(state.get("optimizer_history") or []), checkpoint_files.training_flags(state).get("optimizer"))}
 
 
 def _our_config(state: dict, weights: dict[str, Tensor], path: Path) -> ModelConfig | None:
-    cfg = state.get("cfg") if isinstance(state.get("cfg"), dict) else {}
+    cfg = state.get("cfg")
+    if not isinstance(cfg, dict):
+        cfg = {}
     try:
         if isinstance(cfg.get("model"), dict):
             return ModelConfig.from_dict(cfg["model"])
         if cfg.get("arch") in ARCHS and EMBED_TOKENS in weights:
-            return ARCHS.get(cfg["arch"])(argparse.Namespace(**cfg), weights[EMBED_TOKENS].size(0))
+            return build_model_config(with_block_positions(arch_settings(cfg), cfg.get("tokens_per_sample")),
+                                      weights[EMBED_TOKENS].size(0))
     except (UserError, TypeError) as error:
         raise UserError(f"checkpoint {path}: its model config is invalid ({error})") from None
     return None
@@ -253,7 +258,7 @@ def _our_config(state: dict, weights: dict[str, Tensor], path: Path) -> ModelCon
 
 def _fairseq_config(state: dict, weights: dict[str, Tensor], path: Path) -> ModelConfig | None:
     """Sizes from the weights; heads, dropouts and variant checks from `args` / `cfg.model`."""
-    flags = {**checkpoint.training_flags(state), **checkpoint.config_group(state, "model")}
+    flags = {**checkpoint_files.training_flags(state), **checkpoint_files.config_group(state, "model")}
     if flags.get("encoder_normalize_before"):
         raise UserError(f"{path}: a pre-LayerNorm model (encoder_normalize_before, e.g. "
                         f"roberta_prenorm); only RoBERTa's post-LayerNorm layers are supported")
@@ -293,7 +298,7 @@ def _attention_heads(flags: dict, vocab_size: int, path: Path) -> int | None:
         return int(heads)
     arch = flags.get("arch")
     if isinstance(arch, str) and arch in ARCHS:  # a preset's default, as fairseq's arch functions fill it in
-        return ARCHS.get(arch)(argparse.Namespace(), vocab_size).encoder_attention_heads
+        return build_model_config(ArchSettings(arch), vocab_size).encoder_attention_heads
     return None
 
 
@@ -322,7 +327,7 @@ def _count_layers(weights: dict[str, Tensor], path: Path) -> int:
 
 
 def _load_hf_folder(folder: Path, head_name: str, unsafe: bool) -> Pretrained:
-    hf_config = _read_hf_config(folder / HF_CONFIG)
+    hf_config = read_hf_config(folder / HF_CONFIG)
     raw = _read_hf_weights(folder, unsafe)
     _check_weight_values(raw, str(folder))
     token_type = next((value for key, value in raw.items()
@@ -334,7 +339,7 @@ def _load_hf_folder(folder: Path, head_name: str, unsafe: bool) -> Pretrained:
     if EMBED_TOKENS not in weights:
         raise UserError(f"{folder}: no word embeddings (embeddings.word_embeddings.weight); "
                         f"not a RoBERTa model")
-    config = _config_from_hf(hf_config, folder)
+    config = config_from_hf(hf_config, folder)
     if not config.untie_weights_roberta:  # as transformers does: a tied file may store it once or not at all
         weights[LM_HEAD + "weight"] = weights[EMBED_TOKENS]
     mapped_back = set(to_hf_state_dict(weights, classification_head=head_name))
@@ -350,133 +355,6 @@ def _load_hf_folder(folder: Path, head_name: str, unsafe: bool) -> Pretrained:
         logger.warning("%s: ignored %d tensors that a RoBERTa model does not have: %s", folder,
                        len(unexpected), _few(unexpected))
     return pretrained
-
-
-def _read_hf_config(path: Path) -> dict[str, Any]:
-    """The fields of `config.json` that we read, each checked for its type and range (defaults as
-    transformers' RobertaConfig where it has one); every fault names the field and its value."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        # ValueError: invalid JSON, or an integer too long for Python to parse.
-        raise UserError(f"{path}: not a readable JSON config ({_one_line(error)})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: not a Hugging Face config (a JSON object is expected, found {_shown(config)})")
-    fields = _HFFields(config, path)
-    read = {name: fields.integer(name, 1) for name in _HF_SIZES}
-    read.update(
-        model_type=fields.choice("model_type", HF_MODEL_TYPES),
-        hidden_act=fields.choice("hidden_act", ("gelu",), "gelu", "RoBERTa uses the exact gelu"),
-        position_embedding_type=fields.choice("position_embedding_type", ("absolute",), "absolute",
-                                              "RoBERTa's learned absolute positions"),
-        type_vocab_size=fields.integer("type_vocab_size", 1, 1, 1, "RoBERTa uses one token type"),
-        is_decoder=fields.boolean("is_decoder", False),
-        tie_word_embeddings=fields.boolean("tie_word_embeddings", True),
-        pad_token_id=fields.integer("pad_token_id", 0, None, 1),
-        hidden_dropout_prob=fields.probability("hidden_dropout_prob", 0.1),
-        attention_probs_dropout_prob=fields.probability("attention_probs_dropout_prob", 0.1),
-        classifier_dropout=fields.probability("classifier_dropout", None, nullable=True),
-        layer_norm_eps=fields.positive_below_one("layer_norm_eps", 1e-5))
-    if read["is_decoder"]:
-        raise UserError(f"{path}: is_decoder is true (a causal model); a RoBERTa encoder is expected")
-    fields.check(read["pad_token_id"] < read["vocab_size"], "pad_token_id", read["pad_token_id"],
-                 f"an index below vocab_size {read['vocab_size']}")
-    fields.check(read["max_position_embeddings"] > read["pad_token_id"] + 1, "max_position_embeddings",
-                 read["max_position_embeddings"],
-                 f"more than pad_token_id + 1 = {read['pad_token_id'] + 1} (positions start after the padding row)")
-    fields.check(read["hidden_size"] % read["num_attention_heads"] == 0, "num_attention_heads",
-                 read["num_attention_heads"], f"a divisor of hidden_size {read['hidden_size']}")
-    return read
-
-
-_REQUIRED = object()  # marks a config.json field without a default
-_HF_SIZES = ("vocab_size", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-             "max_position_embeddings")
-
-
-@dataclass
-class _HFFields:
-    """Typed reads of one `config.json`; a wrong value is a UserError naming it."""
-    config: dict[str, Any]
-    path: Path
-
-    def value(self, name: str, default: Any) -> Any:
-        if name in self.config:
-            return self.config[name]
-        if default is _REQUIRED:
-            raise UserError(f"{self.path}: lacks the field {name!r}")
-        return default
-
-    def check(self, ok: bool, name: str, value: Any, expected: str) -> None:
-        if not ok:
-            raise UserError(f"{self.path}: {name} is {_shown(value)}; expected {expected}")
-
-    def integer(self, name: str, minimum: int, maximum: int | None = None, default: Any = _REQUIRED,
-                why: str = "") -> int:
-        value = self.value(name, default)
-        expected = (f"the integer {minimum}" if minimum == maximum else f"an integer >= {minimum}") \
-            + (f" ({why})" if why else "")
-        self.check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-                   and (maximum is None or value <= maximum), name, value, expected)
-        return value
-
-    def probability(self, name: str, default: Any, *, nullable: bool = False) -> float | None:
-        value = self.value(name, default)
-        if value is None and nullable:
-            return None
-        self.check(_is_number(value) and 0.0 <= value < 1.0, name, value,
-                   "a number in [0, 1)" + (" or null" if nullable else ""))
-        return float(value)
-
-    def positive_below_one(self, name: str, default: float) -> float:
-        value = self.value(name, default)
-        self.check(_is_number(value) and 0.0 < value < 1.0, name, value, "a small positive number (below 1)")
-        return float(value)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.value(name, default)
-        self.check(isinstance(value, bool), name, value, "true or false")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...], default: Any = _REQUIRED, why: str = "") -> str:
-        value = self.value(name, default)
-        self.check(isinstance(value, str) and value in choices, name, value,
-                   " or ".join(repr(choice) for choice in choices) + (f" ({why})" if why else ""))
-        return value
-
-
-def _is_number(value: Any) -> bool:
-    """An int or float, neither a bool nor NaN (JSON integers may be too large for a float)."""
-    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and not math.isnan(value)
-
-
-def _shown(value: Any, limit: int = 40) -> str:
-    """A JSON value as written in the file, shortened for a one-line message."""
-    text = json.dumps(value) if isinstance(value, (type(None), bool, int, float, str)) \
-        else f"a JSON {'list' if isinstance(value, list) else 'object'}"
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _one_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:160]
-
-
-def _config_from_hf(hf: dict[str, Any], folder: Path) -> ModelConfig:
-    padding_idx = hf["pad_token_id"]
-    dropout = hf["hidden_dropout_prob"]
-    try:
-        return ModelConfig(
-            vocab_size=hf["vocab_size"], encoder_layers=hf["num_hidden_layers"],
-            encoder_embed_dim=hf["hidden_size"], encoder_ffn_embed_dim=hf["intermediate_size"],
-            encoder_attention_heads=hf["num_attention_heads"],
-            max_positions=hf["max_position_embeddings"] - padding_idx - 1,
-            dropout=dropout, attention_dropout=hf["attention_probs_dropout_prob"],
-            # HF's classification head falls back to the hidden dropout.
-            pooler_dropout=dropout if hf["classifier_dropout"] is None else hf["classifier_dropout"],
-            padding_idx=padding_idx, untie_weights_roberta=not hf["tie_word_embeddings"],
-            layer_norm_eps=hf["layer_norm_eps"])
-    except UserError as error:
-        raise UserError(f"{folder / HF_CONFIG}: {error}") from None
 
 
 def _read_hf_weights(folder: Path, unsafe: bool) -> dict[str, Tensor]:
@@ -499,7 +377,7 @@ def _shard_names(path: Path) -> list[str]:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise UserError(f"{path}: not a readable shard index ({_one_line(error)})") from None
+        raise UserError(f"{path}: not a readable shard index ({one_line(error)})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
         raise UserError(f"{path}: not a shard index (a JSON object whose weight_map maps each weight "
@@ -640,7 +518,8 @@ def _stored_sizes(weights: dict[str, Tensor], padding_idx: int, path: Path) -> I
     layer count first, so that a count with no layers stored is reported as such."""
     layers = _count_layers(weights, path)
     yield "encoder_layers", layers, f"the weights hold {layers} layers"
-    fc1 = next((key for index in range(layers) if (key := f"{ENCODER}layers.{index}.fc1.weight") in weights), None)
+    fc1 = next((candidate for index in range(layers)
+                if (candidate := f"{ENCODER}layers.{index}.fc1.weight") in weights), None)
     for key, what in ((EMBED_TOKENS, "token embeddings"), (EMBED_POSITIONS, "position embeddings"),
                       (fc1, "feed-forward weights (fc1)")):
         if key is None or key not in weights:
@@ -649,6 +528,7 @@ def _stored_sizes(weights: dict[str, Tensor], padding_idx: int, path: Path) -> I
     vocab_size, embed_dim = _matrix(weights, EMBED_TOKENS, path)
     yield "vocab_size", vocab_size, f"{EMBED_TOKENS} has {vocab_size} rows"
     yield "encoder_embed_dim", embed_dim, f"{EMBED_TOKENS} is {embed_dim} wide"
+    assert fc1 is not None  # the loop above raised otherwise
     ffn_dim = _matrix(weights, fc1, path)[0]
     yield "encoder_ffn_embed_dim", ffn_dim, f"{fc1} has {ffn_dim} rows"
     position_rows = _matrix(weights, EMBED_POSITIONS, path)[0]

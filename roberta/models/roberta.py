@@ -5,7 +5,7 @@ State-dict keys: `encoder.sentence_encoder.*`, `encoder.lm_head.*`, `classificat
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -112,7 +112,8 @@ class RobertaModel(nn.Module):
         init rather than the BERT init, so fine-tuning recipes behave as they do there."""
         inner_dim = inner_dim or self.config.encoder_embed_dim
         if name in self.classification_heads:
-            old = self.classification_heads[name]
+            # ModuleDict items type as nn.Module; a name given to classification heads holds one.
+            old = cast(ClassificationHead, self.classification_heads[name])
             if (old.out_proj.out_features, old.dense.out_features) != (num_classes, inner_dim):
                 logger.warning("re-registering head '%s' with num_classes %d (prev: %d) and "
                                "inner_dim %d (prev: %d)", name, num_classes,
@@ -129,7 +130,7 @@ class RobertaModel(nn.Module):
         head = SpanHead(self.config.encoder_embed_dim)
         self.classification_heads[name] = head.to(device=param.device, dtype=param.dtype)
 
-    def _classification_head(self, name: str) -> ClassificationHead:
+    def _classification_head(self, name: str) -> nn.Module:
         if name not in self.classification_heads:
             registered = ", ".join(self.classification_heads) or "none"
             raise UserError(f"no classification head named '{name}' (registered: {registered}); "

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from roberta.errors import UserError
+from roberta.models.roberta import RobertaModel
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ EMBED_POSITIONS = "encoder.sentence_encoder.embed_positions.weight"
 LAYER_KEY = re.compile(r"^encoder\.sentence_encoder\.layers\.(\d{1,9})\.")
 
 
-def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], *, path: str | Path) -> None:
+def load_model_weights(model: RobertaModel, weights: dict[str, torch.Tensor], *, path: str | Path) -> None:
     """Load `weights` into `model`; body mismatches are errors, heads may be new or dropped.
 
     A head the checkpoint lacks keeps its fresh initialisation (fine-tuning a pretrained

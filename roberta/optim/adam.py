@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch.optim import Optimizer
@@ -53,7 +53,7 @@ def betas_flag(text: str) -> str:
 
 def as_param_groups(params: Params, lr: float) -> list[dict[str, Any]]:
     """Normalise tensors or group dicts into group dicts whose LR is `lr * lr_scale`."""
-    items = list(params)
+    items: list[Any] = list(params)
     if not items:
         raise ValueError("the optimizer got no parameters to train")
     if not isinstance(items[0], dict):
@@ -87,6 +87,23 @@ class Adam(Optimizer):
     as in fairseq's checkpoints.
     """
 
+    @dataclass(frozen=True, kw_only=True, slots=True)
+    class Settings:
+        """The flags Adam reads, by dest. `lr` is --lr: its first value sets the initial group LRs."""
+
+        lr: tuple[float, ...]
+        adam_betas: str = "(0.9, 0.999)"  # as typed: fairseq's checkpoints store the literal
+        adam_eps: float = 1e-8
+        weight_decay: float = 0.0
+        fp16_adam_stats: bool = False
+
+        def __post_init__(self) -> None:
+            parse_betas(self.adam_betas)
+
+        @property
+        def betas(self) -> tuple[float, float]:
+            return parse_betas(self.adam_betas)
+
     def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
@@ -108,12 +125,19 @@ class Adam(Optimizer):
                             help="accepted for fairseq compatibility: the moments are always kept in fp32")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, params: Params) -> Optimizer:
-        """Build from parsed flags; an apex FusedAdam when it can run, else `Adam`."""
-        if args.fp16_adam_stats:
+    def build(cls, settings: Adam.Settings, params: Params) -> Optimizer:
+        """An apex FusedAdam when it can run, else `Adam`."""
+        if settings.fp16_adam_stats:
             logger.warning("--fp16-adam-stats has no effect: Adam moments are kept in fp32")
-        return build_adam(params, lr=args.lr[0], betas=parse_betas(args.adam_betas),
-                          eps=args.adam_eps, weight_decay=args.weight_decay)
+        return build_adam(params, lr=settings.lr[0], betas=settings.betas, eps=settings.adam_eps,
+                          weight_decay=settings.weight_decay)
+
+    # torch.optim.Optimizer declares `step` as these two overloads; subclasses must match them.
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -227,7 +251,7 @@ def _apex_fused_adam() -> type[Optimizer] | None:
     return FusedAdam
 
 
-def _with_fairseq_eps(fused_adam: type[Optimizer]) -> type[Optimizer]:
+def _with_fairseq_eps(fused_adam: type[Optimizer]) -> Callable[..., Optimizer]:
     """Subclass apex's FusedAdam so that it computes fairseq's update exactly.
 
     apex (adam_w_mode) adds eps to sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t); fairseq adds it to
@@ -237,6 +261,7 @@ def _with_fairseq_eps(fused_adam: type[Optimizer]) -> type[Optimizer]:
     `zero_grad` sets gradients to None. Checkpoints move between the two in both directions.
     """
 
+    # A base class known only at run time (apex is optional), which mypy cannot check.
     class FairseqEpsFusedAdam(fused_adam):  # type: ignore[misc, valid-type]
         def __init__(self, params: Params, *, lr: float, betas: tuple[float, float], eps: float,
                      weight_decay: float) -> None:

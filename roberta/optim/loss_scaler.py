@@ -13,10 +13,10 @@ included) as an iteration:
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from roberta.errors import UserError
 
@@ -25,6 +25,73 @@ logger = logging.getLogger(__name__)
 
 class MinimumLossScaleReached(UserError):
     """Lowering the loss scale would reach --min-loss-scale: the loss overflows at any scale."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient became inf/NaN outside fp16 overflow handling."""
+
+
+class LossScaler(Protocol):
+    scale: float
+
+    def check_loss(self, loss: float | None, update: int) -> None:
+        """Called with the summed loss of update number `update` before its gradients are used."""
+
+    def update(self, grad_norm: float, update: int) -> bool:
+        """Count one attempted update with this (unscaled) gradient norm; False: skip it."""
+
+    def stats(self) -> dict[str, float]:
+        """Fields for the training log."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a resume needs, stored beside the optimizer's state (None: nothing)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class NoLossScaling:
+    """fp32 and bf16: the loss is not scaled, so an inf/NaN loss or gradient means training diverged."""
+    scale = 1.0
+
+    def check_loss(self, loss: float | None, update: int) -> None:
+        if loss is not None and not math.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss} at update {update}; lower --lr, set "
+                                   f"--clip-norm, or check the data. Nothing was saved after the last good "
+                                   f"checkpoint")
+
+    def update(self, grad_norm: float, update: int) -> bool:
+        if not math.isfinite(grad_norm):
+            raise TrainingDiverged(f"the gradient norm became {grad_norm} at update {update}; lower --lr, set "
+                                   f"--clip-norm, or check the data. Nothing was saved after the last good "
+                                   f"checkpoint")
+        return True
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+NO_LOSS_SCALING = NoLossScaling()
+
+
+@dataclass(frozen=True)
+class LossScalerSettings:
+    """fairseq's loss-scaling flags; the command layer fills `fp16_scale_window` when the flag is
+    absent (fairseq's default: 2**14 micro-batches over all processes, in updates)."""
+    fp16_scale_window: int
+    fp16_init_scale: float = 2.0 ** 7
+    fp16_scale_tolerance: float = 0.0
+    threshold_loss_scale: float | None = None
+    min_loss_scale: float = 1e-4
+
+
+def default_scale_window(world_size: int, update_freq: int) -> int:
+    return max(int(2 ** 14 / world_size / update_freq), 1)
 
 
 class DynamicLossScaler:
@@ -44,18 +111,21 @@ class DynamicLossScaler:
         self._overflows_since_rescale = 0
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> DynamicLossScaler:
-        """fairseq's default window: 2**14 micro-batches over all processes, in updates."""
-        window = args.fp16_scale_window
-        if window is None:
-            window = max(int(2 ** 14 / (args.distributed_world_size or 1) / args.update_freq[0]), 1)
+    def build(cls, settings: LossScalerSettings) -> DynamicLossScaler:
         logger.info("dynamic loss scaling: initial scale %g, window %d updates, tolerance %g, threshold %s, "
-                    "minimum %g", args.fp16_init_scale, window, args.fp16_scale_tolerance,
-                    args.threshold_loss_scale, args.min_loss_scale)
-        return cls(args.fp16_init_scale, scale_window=window, tolerance=args.fp16_scale_tolerance,
-                   threshold=args.threshold_loss_scale, min_loss_scale=args.min_loss_scale)
+                    "minimum %g", settings.fp16_init_scale, settings.fp16_scale_window,
+                    settings.fp16_scale_tolerance, settings.threshold_loss_scale, settings.min_loss_scale)
+        return cls(settings.fp16_init_scale, scale_window=settings.fp16_scale_window,
+                   tolerance=settings.fp16_scale_tolerance, threshold=settings.threshold_loss_scale,
+                   min_loss_scale=settings.min_loss_scale)
 
-    def update(self, grad_norm: float) -> bool:
+    def check_loss(self, loss: float | None, update: int) -> None:
+        """An inf/NaN loss is left to the gradient overflow check."""
+
+    def stats(self) -> dict[str, float]:
+        return {"loss_scale": self.scale}
+
+    def update(self, grad_norm: float, update: int = 0) -> bool:
         """Count one iteration with this (unscaled) gradient norm; False means it overflowed
         and the update must be skipped."""
         overflow = not math.isfinite(grad_norm)

@@ -3,17 +3,19 @@
 fairseq users type list-valued flags as comma lists (`--lr 0.1,0.01`) and tuples as Python
 literals (`--adam-betas '(0.9, 0.98)'`); the parsers for those legacy formats live here. They
 are argparse `type=` functions that raise `UserError`, so a bad value stops the run with one
-line naming the flag, before any data is read.
+line naming the flag, before any data is read. `OptimizationSettings` holds the parsed flags
+and runs the same checks when it is built in code.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 from roberta.errors import UserError
-from roberta.flag_types import finite_float, non_negative_float, non_negative_int, positive_int
+from roberta.flag_types import NumberFlag, finite_float, non_negative_float, non_negative_int, positive_int
 
 
 def _list_items(values: str | float | Sequence[str | float]) -> list[str | float]:
@@ -60,7 +62,7 @@ def _strict_int(item: str | float) -> int:
 
 def parse_float_tuple(text: str | Sequence[float], flag: str, length: int) -> tuple[float, ...]:
     """A Python tuple literal of `length` numbers such as '(0.9, 0.98)', evaluated safely."""
-    value = text
+    value: object = text
     if isinstance(text, str):
         try:
             value = ast.literal_eval(text)
@@ -73,7 +75,7 @@ def parse_float_tuple(text: str | Sequence[float], flag: str, length: int) -> tu
     return tuple(float(v) for v in value)
 
 
-def parse_lr_decay(text: str) -> float:
+def parse_lr_decay(text: str | float) -> float:
     """`--lr-decay 0.75`: the per-layer LR factor, in (0, 1]; 1 turns layer-wise decay off."""
     try:
         value = float(text)
@@ -84,12 +86,46 @@ def parse_lr_decay(text: str) -> float:
     return value
 
 
-def add_optimization_args(parser: argparse.ArgumentParser) -> None:
+# The number flags' parsers by dest, shared by the flag parser and `OptimizationSettings`.
+_NUMBER_FLAGS: dict[str, NumberFlag] = {
+    "clip_norm": non_negative_float("--clip-norm"),
+    "max_update": non_negative_int("--max-update"),
+    "max_epoch": non_negative_int("--max-epoch"),
+    "stop_min_lr": finite_float("--stop-min-lr"),
+    "lr_decay_layers": positive_int("--lr-decay-layers"),
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OptimizationSettings:
+    """The flags `add_optimization_args` declares, by dest, with the same defaults and checks."""
+
+    lr: tuple[float, ...] = (0.25,)
+    clip_norm: float = 0.0
+    update_freq: tuple[int, ...] = (1,)
+    oom_backoff: bool = False
+    max_update: int = 0
+    max_epoch: int = 0
+    stop_min_lr: float = -1.0
+    lr_decay: float = 1.0
+    lr_decay_layers: int | None = None
+
+    def __post_init__(self) -> None:
+        parse_lr(self.lr)
+        parse_update_freq(self.update_freq)
+        parse_lr_decay(self.lr_decay)
+        for name, check in _NUMBER_FLAGS.items():
+            value = getattr(self, name)
+            if value is not None:
+                check(value)
+
+
+def add_optimization_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The flags of fairseq's `optimization` group (a parser or an argument group)."""
     parser.add_argument("--lr", type=parse_lr, default="0.25", metavar="LR_1,LR_2,...",
                         help="learning rate (peak LR for schedules with warmup); the `fixed` "
                              "scheduler takes a comma list, one LR per epoch")
-    parser.add_argument("--clip-norm", type=non_negative_float("--clip-norm"), default=0.0,
+    parser.add_argument("--clip-norm", type=_NUMBER_FLAGS["clip_norm"], default=0.0,
                         metavar="NORM", help="clip the gradient norm to this value (0 disables)")
     parser.add_argument("--update-freq", type=parse_update_freq, default="1", metavar="N1,N2,...",
                         help="accumulate gradients over N mini-batches per update; a comma list "
@@ -98,18 +134,18 @@ def add_optimization_args(parser: argparse.ArgumentParser) -> None:
                         help="after two out-of-memory errors at one micro-batch size, split every mini-batch "
                              "in two and accumulate twice as many (repeatedly if needed), keeping the "
                              "examples per update; without it an OOM only skips its update")
-    parser.add_argument("--max-update", type=non_negative_int("--max-update"), default=0, metavar="N",
+    parser.add_argument("--max-update", type=_NUMBER_FLAGS["max_update"], default=0, metavar="N",
                         help="stop after N updates (0: no limit); also the default decay length "
                              "of polynomial_decay and cosine")
-    parser.add_argument("--max-epoch", type=non_negative_int("--max-epoch"), default=0, metavar="N",
+    parser.add_argument("--max-epoch", type=_NUMBER_FLAGS["max_epoch"], default=0, metavar="N",
                         help="stop after N epochs (0: no limit)")
-    parser.add_argument("--stop-min-lr", type=finite_float("--stop-min-lr"), default=-1.0, metavar="LR",
+    parser.add_argument("--stop-min-lr", type=_NUMBER_FLAGS["stop_min_lr"], default=-1.0, metavar="LR",
                         help="stop training when the learning rate falls to or below this value")
     parser.add_argument("--lr-decay", "--lr_decay", type=parse_lr_decay, default=1.0, metavar="D",
                         help="layer-wise LR decay: heads and the top encoder layer train at the full LR, "
                              "each layer below at D times the one above, the embeddings at D times "
                              "the bottom layer (1: off; the SQuAD recipe uses 0.75)")
-    parser.add_argument("--lr-decay-layers", "--lr_decay_layers", type=positive_int("--lr-decay-layers"),
+    parser.add_argument("--lr-decay-layers", "--lr_decay_layers", type=_NUMBER_FLAGS["lr_decay_layers"],
                         default=None, metavar="L",
                         help="number of encoder layers for --lr-decay (default: the model's); accepted "
                              "for fairseq-fork commands and must equal the model's layer count")

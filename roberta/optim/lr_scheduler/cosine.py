@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from dataclasses import dataclass
 
 from torch.optim import Optimizer
 
@@ -23,6 +24,42 @@ logger = logging.getLogger(__name__)
 
 @LR_SCHEDULERS.register("cosine")
 class CosineSchedule(LRScheduler):
+    @dataclass(frozen=True, kw_only=True, slots=True)
+    class Settings:
+        lr: tuple[float, ...]
+        warmup_updates: int = 0
+        warmup_init_lr: float = -1.0
+        min_lr: float = 0.0
+        max_lr: float | None = None
+        t_mult: float = 1.0
+        lr_period_updates: float = -1.0
+        lr_shrink: float = 0.1
+        max_update: int = 0
+
+        def __post_init__(self) -> None:
+            single_lr(self.lr, "cosine")
+            if self.period <= 0:
+                if self.max_update <= 0:
+                    raise UserError("cosine needs a cycle length: give --lr-period-updates or --max-update")
+                raise UserError(f"--warmup-updates {self.warmup_updates} leaves no updates for the cosine "
+                                f"within --max-update {self.max_update}")
+
+        @property
+        def peak_lr(self) -> float:
+            """The top of the first cycle: --lr, or --max-lr (fairseq <= 0.9, where --lr is the bottom)."""
+            return self.lr[0] if self.max_lr is None else self.max_lr
+
+        @property
+        def floor_lr(self) -> float:
+            """The bottom of the first cycle: --min-lr, or --lr when --max-lr is given."""
+            return self.min_lr if self.max_lr is None else self.lr[0]
+
+        @property
+        def period(self) -> int:
+            """The first cycle's length: --lr-period-updates, else what the warmup leaves of --max-update."""
+            period = int(self.lr_period_updates)
+            return period if period > 0 else self.max_update - self.warmup_updates
+
     def __init__(self, optimizer: Optimizer, max_lr: float, *, period: int, min_lr: float = 0.0,
                  warmup_updates: int = 0, warmup_init_lr: float = -1.0, t_mult: float = 1.0,
                  lr_shrink: float = 0.1) -> None:
@@ -62,25 +99,14 @@ class CosineSchedule(LRScheduler):
                             help="each cycle's peak and bottom are LS times the previous cycle's")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, optimizer: Optimizer) -> CosineSchedule:
-        lr = single_lr(args.lr, "cosine")
-        max_lr, min_lr = lr, args.min_lr
-        if args.max_lr is not None:
-            max_lr, min_lr = args.max_lr, lr
-            if args.min_lr != 0:
-                logger.warning("cosine: --max-lr given, so --lr %g is the bottom of the cycle and "
-                               "--min-lr %g is ignored (use --stop-min-lr to stop on a small LR)",
-                               lr, args.min_lr)
-        period = int(args.lr_period_updates)
-        if period <= 0:
-            if args.max_update <= 0:
-                raise UserError("cosine needs a cycle length: give --lr-period-updates or --max-update")
-            period = args.max_update - args.warmup_updates
-            if period <= 0:
-                raise UserError(f"--warmup-updates {args.warmup_updates} leaves no updates for the cosine "
-                                f"within --max-update {args.max_update}")
-        return cls(optimizer, max_lr, period=period, min_lr=min_lr, warmup_updates=args.warmup_updates,
-                   warmup_init_lr=args.warmup_init_lr, t_mult=args.t_mult, lr_shrink=args.lr_shrink)
+    def build(cls, settings: CosineSchedule.Settings, optimizer: Optimizer) -> CosineSchedule:
+        if settings.max_lr is not None and settings.min_lr != 0:
+            logger.warning("cosine: --max-lr given, so --lr %g is the bottom of the cycle and "
+                           "--min-lr %g is ignored (use --stop-min-lr to stop on a small LR)",
+                           settings.lr[0], settings.min_lr)
+        return cls(optimizer, settings.peak_lr, period=settings.period, min_lr=settings.floor_lr,
+                   warmup_updates=settings.warmup_updates, warmup_init_lr=settings.warmup_init_lr,
+                   t_mult=settings.t_mult, lr_shrink=settings.lr_shrink)
 
     def lr_at(self, num_updates: int) -> float:
         if num_updates < self.warmup_updates:

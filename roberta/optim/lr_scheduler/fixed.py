@@ -6,6 +6,7 @@ lr[last] * lr_shrink^(e+1-F). During the first W updates it is multiplied by (n+
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from torch.optim import Optimizer
@@ -18,6 +19,15 @@ from roberta.registry import LR_SCHEDULERS
 
 @LR_SCHEDULERS.register("fixed")
 class FixedSchedule(LRScheduler):
+    @dataclass(frozen=True, kw_only=True, slots=True)
+    class Settings:
+        """`lr` is --lr: one LR per epoch, the last one holding afterwards."""
+
+        lr: tuple[float, ...]
+        warmup_updates: int = 0
+        force_anneal: int | None = None
+        lr_shrink: float = 0.1
+
     def __init__(self, optimizer: Optimizer, lrs: Sequence[float], *, warmup_updates: int = 0,
                  force_anneal: int | None = None, lr_shrink: float = 0.1) -> None:
         super().__init__(optimizer)
@@ -42,9 +52,9 @@ class FixedSchedule(LRScheduler):
                             help="scale the LR linearly up to its epoch value over the first N updates")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, optimizer: Optimizer) -> FixedSchedule:
-        return cls(optimizer, args.lr, warmup_updates=args.warmup_updates,
-                   force_anneal=args.force_anneal, lr_shrink=args.lr_shrink)
+    def build(cls, settings: FixedSchedule.Settings, optimizer: Optimizer) -> FixedSchedule:
+        return cls(optimizer, settings.lr, warmup_updates=settings.warmup_updates,
+                   force_anneal=settings.force_anneal, lr_shrink=settings.lr_shrink)
 
     def epoch_lr_for(self, epoch: int) -> float:
         if self.force_anneal is None or epoch < self.force_anneal:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 
 from torch.optim import Optimizer
 
@@ -17,6 +18,15 @@ from roberta.registry import LR_SCHEDULERS
 
 @LR_SCHEDULERS.register("inverse_sqrt")
 class InverseSquareRootSchedule(LRScheduler):
+    @dataclass(frozen=True, kw_only=True, slots=True)
+    class Settings:
+        lr: tuple[float, ...]
+        warmup_updates: int = 4000
+        warmup_init_lr: float = -1.0
+
+        def __post_init__(self) -> None:
+            single_lr(self.lr, "inverse_sqrt")
+
     def __init__(self, optimizer: Optimizer, lr: float, *, warmup_updates: int = 4000,
                  warmup_init_lr: float = -1.0) -> None:
         super().__init__(optimizer)
@@ -36,9 +46,9 @@ class InverseSquareRootSchedule(LRScheduler):
                             help="LR at the start of the warmup (negative: 0)")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, optimizer: Optimizer) -> InverseSquareRootSchedule:
-        return cls(optimizer, single_lr(args.lr, "inverse_sqrt"), warmup_updates=args.warmup_updates,
-                   warmup_init_lr=args.warmup_init_lr)
+    def build(cls, settings: InverseSquareRootSchedule.Settings, optimizer: Optimizer) -> InverseSquareRootSchedule:
+        return cls(optimizer, settings.lr[0], warmup_updates=settings.warmup_updates,
+                   warmup_init_lr=settings.warmup_init_lr)
 
     def lr_at(self, num_updates: int) -> float:
         if num_updates < self.warmup_updates:

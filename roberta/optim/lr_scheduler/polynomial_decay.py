@@ -7,6 +7,7 @@ RoBERTa's GLUE and pretraining recipes use it with W = 6% of T.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any
 
 from torch.optim import Optimizer
@@ -19,6 +20,27 @@ from roberta.registry import LR_SCHEDULERS
 
 @LR_SCHEDULERS.register("polynomial_decay")
 class PolynomialDecaySchedule(LRScheduler):
+    @dataclass(frozen=True, kw_only=True, slots=True)
+    class Settings:
+        lr: tuple[float, ...]
+        warmup_updates: int = 0
+        end_learning_rate: float = 0.0
+        power: float = 1.0
+        total_num_update: int | None = None
+        force_anneal: int | None = None
+        max_update: int = 0
+
+        def __post_init__(self) -> None:
+            if self.end_update <= 0:
+                raise UserError("polynomial_decay needs the length of its decay: give --total-num-update "
+                                "or --max-update (both are unset or 0)")
+            single_lr(self.lr, "polynomial_decay")
+
+        @property
+        def end_update(self) -> int:
+            """The update count at which the decay ends: --total-num-update, else --max-update."""
+            return self.total_num_update if self.total_num_update is not None else self.max_update
+
     def __init__(self, optimizer: Optimizer, lr: float, *, total_num_update: int, warmup_updates: int = 0,
                  end_learning_rate: float = 0.0, power: float = 1.0, force_anneal: int | None = None) -> None:
         super().__init__(optimizer)
@@ -56,14 +78,10 @@ class PolynomialDecaySchedule(LRScheduler):
                                  "(fairseq's behaviour; it compounds the decay)")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, optimizer: Optimizer) -> PolynomialDecaySchedule:
-        total = args.total_num_update if args.total_num_update is not None else args.max_update
-        if total <= 0:
-            raise UserError("polynomial_decay needs the length of its decay: give --total-num-update "
-                            "or --max-update (both are unset or 0)")
-        return cls(optimizer, single_lr(args.lr, "polynomial_decay"), total_num_update=total,
-                   warmup_updates=args.warmup_updates, end_learning_rate=args.end_learning_rate,
-                   power=args.power, force_anneal=args.force_anneal)
+    def build(cls, settings: PolynomialDecaySchedule.Settings, optimizer: Optimizer) -> PolynomialDecaySchedule:
+        return cls(optimizer, settings.lr[0], total_num_update=settings.end_update,
+                   warmup_updates=settings.warmup_updates, end_learning_rate=settings.end_learning_rate,
+                   power=settings.power, force_anneal=settings.force_anneal)
 
     def step_epoch(self, epoch: int) -> float:
         if self.force_anneal is not None and epoch >= self.force_anneal:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 
 from torch.optim import Optimizer
 
@@ -34,6 +35,32 @@ def phase_ratio_flag(text: str) -> str:
 
 @LR_SCHEDULERS.register("tri_stage")
 class TriStageSchedule(LRScheduler):
+    @dataclass(frozen=True, kw_only=True, slots=True)
+    class Settings:
+        lr: tuple[float, ...]
+        warmup_steps: int = 0
+        hold_steps: int = 0
+        decay_steps: int = 0
+        phase_ratio: str | None = None  # as typed, as fairseq keeps it
+        init_lr_scale: float = 0.01
+        final_lr_scale: float = 0.01
+        max_update: int = 0
+
+        def __post_init__(self) -> None:
+            if self.phase_ratio is not None:
+                parse_phase_ratio(self.phase_ratio)
+                if self.max_update <= 0:
+                    raise UserError("--phase-ratio needs --max-update to turn fractions into update counts")
+            single_lr(self.lr, "tri_stage")
+
+        @property
+        def stage_steps(self) -> tuple[int, int, int]:
+            """(warmup, hold, decay) update counts: --phase-ratio of --max-update, else the step flags."""
+            if self.phase_ratio is None:
+                return self.warmup_steps, self.hold_steps, self.decay_steps
+            warmup, hold, decay = (int(self.max_update * ratio) for ratio in parse_phase_ratio(self.phase_ratio))
+            return warmup, hold, decay
+
     def __init__(self, optimizer: Optimizer, lr: float, *, warmup_steps: int = 0, hold_steps: int = 0,
                  decay_steps: int = 0, init_lr_scale: float = 0.01, final_lr_scale: float = 0.01) -> None:
         super().__init__(optimizer)
@@ -70,15 +97,11 @@ class TriStageSchedule(LRScheduler):
                             help="the decay ends at --lr times S")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, optimizer: Optimizer) -> TriStageSchedule:
-        steps = (args.warmup_steps, args.hold_steps, args.decay_steps)
-        if args.phase_ratio is not None:
-            ratios = parse_phase_ratio(args.phase_ratio)
-            if args.max_update <= 0:
-                raise UserError("--phase-ratio needs --max-update to turn fractions into update counts")
-            steps = tuple(int(args.max_update * ratio) for ratio in ratios)
-        return cls(optimizer, single_lr(args.lr, "tri_stage"), warmup_steps=steps[0], hold_steps=steps[1],
-                   decay_steps=steps[2], init_lr_scale=args.init_lr_scale, final_lr_scale=args.final_lr_scale)
+    def build(cls, settings: TriStageSchedule.Settings, optimizer: Optimizer) -> TriStageSchedule:
+        warmup_steps, hold_steps, decay_steps = settings.stage_steps
+        return cls(optimizer, settings.lr[0], warmup_steps=warmup_steps, hold_steps=hold_steps,
+                   decay_steps=decay_steps, init_lr_scale=settings.init_lr_scale,
+                   final_lr_scale=settings.final_lr_scale)
 
     def lr_at(self, num_updates: int) -> float:
         if num_updates < self.warmup_steps:

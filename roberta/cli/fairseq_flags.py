@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from roberta.errors import UserError
 from roberta.logging import warn_once
@@ -203,7 +203,8 @@ def add_fairseq_flags(parser: argparse.ArgumentParser, *, train: bool) -> None:
     Call it last, once the chosen components have added their flags: a flag a component
     implements (e.g. --shorten-method for sentence_ranking) keeps that meaning.
     """
-    tables = [(UNSUPPORTED, _Unsupported), (IGNORED, _Ignored), (DEFAULT_ONLY, _DefaultOnly)]
+    tables: list[tuple[Mapping[str, object], type[_FairseqFlag]]] = [
+        (UNSUPPORTED, _Unsupported), (IGNORED, _Ignored), (DEFAULT_ONLY, _DefaultOnly)]
     if not train:
         tables.append((VALIDATE_IGNORED, _Ignored))
     declared = parser._option_string_actions

@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, NoReturn, Sequence, Union
 
-from roberta import checkpoint, distributed, logging as roberta_logging, precision
+from roberta import distributed, logging as roberta_logging, precision
+from roberta.checkpoint.manager import add_save_args
+from roberta.checkpoint.restore import add_restore_args
+from roberta.cli.assembly import assemble_run, assemble_training
 from roberta.cli.common import import_user_modules
-from roberta.fairseq_flags import add_fairseq_flags
+from roberta.cli.fairseq_flags import add_fairseq_flags
 from roberta.errors import UserError
 from roberta.flag_types import non_negative_int, seed_int
 from roberta.models import add_model_args
@@ -32,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
         # --user-dir plugin's included (argument groups share the parser's registry).
         self.register("type", float, _finite_float)
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -43,14 +46,23 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _add_component_choices(parser: argparse.ArgumentParser, *, train: bool) -> None:
-    parser.add_argument("--user-dir", help="a Python package with extra tasks, criterions or architectures")
-    parser.add_argument("--task", default="masked_lm", help="task name (see --help for choices)")
-    parser.add_argument("--criterion", help="loss; defaults to the task's namesake")
+_CHOICE_DEFAULTS = {"user_dir": None, "task": "masked_lm", "criterion": None, "arch": None, "optimizer": "adam",
+                    "lr_scheduler": "fixed"}
+StoredFlags = Union[dict, Callable[[dict], dict], None]
+
+
+def _add_component_choices(parser: argparse.ArgumentParser, *, train: bool, defaults: bool = True) -> None:
+    def default(dest: str) -> dict:
+        return {"default": _CHOICE_DEFAULTS[dest]} if defaults else {}
+
+    parser.add_argument("--user-dir", help="a Python package with extra tasks, criterions or architectures",
+                        **default("user_dir"))
+    parser.add_argument("--task", help="task name (see --help for choices)", **default("task"))
+    parser.add_argument("--criterion", help="loss; defaults to the task's namesake", **default("criterion"))
     if train:
-        parser.add_argument("--arch", "-a", help="model architecture preset, e.g. roberta_base")
-        parser.add_argument("--optimizer", default="adam", help="optimizer")
-        parser.add_argument("--lr-scheduler", default="fixed", help="learning-rate schedule")
+        parser.add_argument("--arch", "-a", help="model architecture preset, e.g. roberta_base", **default("arch"))
+        parser.add_argument("--optimizer", help="optimizer", **default("optimizer"))
+        parser.add_argument("--lr-scheduler", help="learning-rate schedule", **default("lr_scheduler"))
 
 
 def _add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -121,33 +133,36 @@ def build_parser(*, train: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None, *, train: bool, defaults: dict | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, *, train: bool, defaults: StoredFlags = None) -> argparse.Namespace:
     """Parse in two passes so each chosen component declares its own flags.
 
     `defaults` (the flags a checkpoint was trained with, for roberta-validate) replace the
-    built-in defaults; flags given on the command line still win.
+    built-in defaults; flags given on the command line still win. A function instead of a dict is
+    called with the first pass's flags (`--path` among them for roberta-validate) to get them.
     """
-    stored = {key: value for key, value in (defaults or {}).items() if key != "data"}
-    parser = full_parser(argv, train=train, stored=stored)
+    parser = full_parser(argv, train=train, stored=defaults)
     args = parser.parse_args(argv)
-    if args.criterion is None:
-        args.criterion = args.task
-    args.log_format = roberta_logging.resolve_log_format(args.log_format, no_progress_bar=args.no_progress_bar)
-    validate_args(args, train=train)
+    check_flags(args, train=train)
     return args
 
 
-def full_parser(argv: Sequence[str] | None, *, train: bool, stored: dict | None = None) -> argparse.ArgumentParser:
+def full_parser(argv: Sequence[str] | None, *, train: bool, stored: StoredFlags = None) -> argparse.ArgumentParser:
     """The parser with the flags of the components `argv` chooses (first pass), fairseq's
     unimplemented flags last, and `stored` values as defaults."""
-    stored = stored or {}
+    # The first pass has no --help of its own, so --help lists every chosen component's flags.
+    # It records only the flags given, so a stored value can fill in the others.
+    first_pass = argparse.ArgumentParser(add_help=False, allow_abbrev=False, argument_default=argparse.SUPPRESS)
+    _add_component_choices(first_pass, train=train, defaults=False)
+    if not train:
+        first_pass.add_argument("--path")
+        first_pass.add_argument("--unsafe-load", action="store_true")
+    given = vars(first_pass.parse_known_args(argv)[0])
+    stored = stored(given) if callable(stored) else (stored or {})
+    stored = {key: value for key, value in stored.items() if key != "data"}
+    choices = argparse.Namespace(**{**_CHOICE_DEFAULTS, **{key: value for key, value in stored.items()
+                                                            if key in _CHOICE_DEFAULTS}, **given})
     parser = build_parser(train=train)
     parser.set_defaults(**stored)
-    # The first pass has no --help of its own, so --help lists every chosen component's flags.
-    first_pass = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    _add_component_choices(first_pass, train=train)
-    first_pass.set_defaults(**stored)
-    choices, _ = first_pass.parse_known_args(argv)
     import_user_modules(choices.user_dir)
     task_cls = TASKS.get(choices.task)
     criterion_cls = CRITERIONS.get(choices.criterion or choices.task)
@@ -163,7 +178,9 @@ def full_parser(argv: Sequence[str] | None, *, train: bool, stored: dict | None 
         OPTIMIZERS.get(choices.optimizer).add_args(parser.add_argument_group(f"optimizer {choices.optimizer}"))
         LR_SCHEDULERS.get(choices.lr_scheduler).add_args(
             parser.add_argument_group(f"lr-scheduler {choices.lr_scheduler}"))
-        checkpoint.add_checkpoint_args(parser.add_argument_group("checkpoint"))
+        checkpoint_group = parser.add_argument_group("checkpoint")
+        add_restore_args(checkpoint_group)
+        add_save_args(checkpoint_group)
     add_fairseq_flags(parser, train=train)
     # Again now that every flag is declared, so stored values replace each flag's own default.
     parser.set_defaults(**stored)
@@ -174,22 +191,10 @@ def wants_help(argv: Sequence[str] | None) -> bool:
     return any(arg in ("-h", "--help") for arg in (sys.argv[1:] if argv is None else argv))
 
 
-def validate_args(args: argparse.Namespace, *, train: bool) -> None:
-    """Fail fast, before any data is read, on values that cannot work."""
-    if args.max_tokens is None and args.batch_size is None:
-        raise UserError("give --max-tokens or --batch-size (--max-sentences) to size the mini-batches")
-    for flag in ("max_tokens", "batch_size", "max_tokens_valid", "batch_size_valid"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    if args.required_batch_size_multiple < 1:
-        raise UserError(f"--required-batch-size-multiple must be >= 1, got {args.required_batch_size_multiple}")
-    if args.num_workers < 0:
-        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
-    if args.distributed_world_size is not None and args.distributed_world_size < 1:
-        raise UserError(f"--distributed-world-size must be >= 1, got {args.distributed_world_size}")
+def check_flags(args: argparse.Namespace, *, train: bool) -> None:
+    """Fail fast, before any data is read, on values that cannot work: the settings check
+    themselves as they are assembled."""
     if train:
-        checkpoint.validate_checkpoint_args(args)
-        precision.validate_precision_args(args)
-        if args.validate_interval < 1:
-            raise UserError(f"--validate-interval must be >= 1, got {args.validate_interval}")
+        assemble_training(args)
+    else:
+        assemble_run(args)
