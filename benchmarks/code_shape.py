@@ -13,7 +13,9 @@ from pathlib import Path
 
 LAYERS = {"command layer (roberta/cli)": ["roberta/cli"], "engine (roberta, not cli)": ["roberta"],
           "plugins (tasks, criterions)": ["tasks", "criterions"], "scripts": ["scripts"]}
-NAMESPACE_READ = re.compile(r"\bargs\.[a-z_]\w*|getattr\(args\b|vars\(args\)")
+# `args` or `flags` (the command layer's name for it) read as a namespace, not as a dict.
+NAMESPACE_READ = re.compile(r"\b(?:args|flags)\.(?!(?:get|items|keys|values|update|pop)\b)[a-z_]\w*"
+                            r"|getattr\((?:args|flags)\b|vars\((?:args|flags)\)")
 
 
 def python_files(root: Path, folder: str) -> list[Path]:
@@ -46,7 +48,7 @@ def function_lengths(root: Path) -> list[tuple[int, str]]:
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
-    print("namespace reads (args.x, getattr(args, ...), vars(args)):")
+    print("namespace reads (args.x or flags.x, getattr(args, ...), vars(args)):")
     for layer, (reads, modules) in namespace_reads(root).items():
         print(f"  {layer:32s} {reads:4d} reads in {modules:2d} modules")
     sizes = sorted(((len(path.read_text().splitlines()), str(path.relative_to(root)))

@@ -22,7 +22,7 @@ import numpy as np
 from roberta.data.dictionary import Dictionary
 from roberta.data.indexed_dataset import TokenIdRange, dataset_exists, load_indexed_dataset
 from roberta.data.sentence_pairs import SentencePairDataset
-from roberta.data.shortening import SHORTEN_METHODS
+from roberta.data.shortening import ShorteningSettings, add_shortening_args
 from roberta.errors import UserError
 from roberta.flag_types import non_negative_int, positive_int
 from roberta.fileio import atomic_write
@@ -41,7 +41,7 @@ class SentencePredictionTask(Task):
     scores_predictions = True
 
     @dataclass(frozen=True, kw_only=True)
-    class Settings(Task.Settings):
+    class Settings(Task.Settings, ShorteningSettings):
         """`max_positions` is the model's (derived: --max-positions, else the --arch preset's), the
         longest example fed to it; `criterion` is the chosen criterion's name (derived)."""
         data: str
@@ -51,9 +51,6 @@ class SentencePredictionTask(Task):
         regression_target: bool = False
         init_token: int | None = None
         separator_token: int | None = None
-        shorten_method: str = "none"
-        shorten_data_split_list: str = ""
-        truncate_sequence: bool = False
         no_shuffle: bool = False
         sort_by_length: bool = False
         classification_head_name: str = SENTENCE_HEAD
@@ -70,12 +67,6 @@ class SentencePredictionTask(Task):
                 raise UserError(f"--task sentence_prediction needs --criterion sentence_prediction, "
                                 f"got {self.criterion}")
 
-        @property
-        def shorten(self) -> str:
-            """The shortening in force: --truncate-sequence is fairseq's older spelling of
-            --shorten-method truncate."""
-            return "truncate" if self.truncate_sequence and self.shorten_method == "none" else self.shorten_method
-
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--num-classes", type=positive_int("--num-classes"),
@@ -86,12 +77,7 @@ class SentencePredictionTask(Task):
                             help="token put before the first sentence (RoBERTa: 0, <s>)")
         parser.add_argument("--separator-token", type=non_negative_int("--separator-token"),
                             help="token put before the second sentence (RoBERTa: 2, </s>)")
-        parser.add_argument("--shorten-method", default="none", choices=SHORTEN_METHODS,
-                            help="cut examples longer than --max-positions: keep the start, or a random window")
-        parser.add_argument("--shorten-data-split-list", default="",
-                            help="comma-separated splits to shorten (default: all)")
-        parser.add_argument("--truncate-sequence", action="store_true",
-                            help="older fairseq spelling of --shorten-method truncate")
+        add_shortening_args(parser, "examples")
         parser.add_argument("--no-shuffle", action="store_true", help="keep the file order of examples")
         parser.add_argument("--sort-by-length", action="store_true",
                             help="batch examples of similar length together: less padding, faster; not a "
@@ -127,7 +113,6 @@ class SentencePredictionTask(Task):
         assert settings.num_classes is not None  # Settings.__post_init__ refuses None
         self.num_classes = settings.num_classes
         self.regression = settings.regression_target
-        self.shorten_splits = {name for name in settings.shorten_data_split_list.split(",") if name}
         self.pairs = (root / "input1").is_dir()
         # F1 is that of GLUE's positive label "1" (MRPC, QQP). Classes follow the label dictionary's
         # frequency order, so in MRPC "1" is class 0.
@@ -143,7 +128,7 @@ class SentencePredictionTask(Task):
                             f"rerun preprocessing")
         targets = self._load_targets(split, len(first))
         settings = self.settings
-        shorten = settings.shorten if not self.shorten_splits or split in self.shorten_splits else "none"
+        shorten = settings.method_for(split)
         dataset = SentencePairDataset(first, second, targets, pad_idx=self.dictionary.pad(),
                                       init_token=settings.init_token, separator_token=settings.separator_token,
                                       shorten_method=shorten, max_positions=settings.max_positions,

@@ -15,7 +15,7 @@ import numpy as np
 from roberta.data.dictionary import Dictionary
 from roberta.data.indexed_dataset import TokenIdRange
 from roberta.data.multiple_choice import MultipleChoiceDataset
-from roberta.data.shortening import SHORTEN_METHODS
+from roberta.data.shortening import ShorteningSettings, add_shortening_args
 from roberta.errors import UserError
 from roberta.flag_types import int_at_least, non_negative_int, positive_int
 from roberta.fileio import atomic_write
@@ -32,7 +32,7 @@ class SentenceRankingTask(Task):
     writes_predictions = True
 
     @dataclass(frozen=True, kw_only=True)
-    class Settings(Task.Settings):
+    class Settings(Task.Settings, ShorteningSettings):
         """`max_positions` is the model's (derived: --max-positions, else the --arch preset's), which
         bounds every option sequence; `criterion` is the chosen criterion's name (derived)."""
         data: str
@@ -42,9 +42,6 @@ class SentenceRankingTask(Task):
         init_token: int | None = None
         separator_token: int | None = None
         max_option_length: int | None = None
-        shorten_method: str = "none"
-        shorten_data_split_list: str = ""
-        truncate_sequence: bool = False
         no_shuffle: bool = False
         sort_by_length: bool = False
         ranking_head_name: str = SENTENCE_HEAD
@@ -58,12 +55,6 @@ class SentenceRankingTask(Task):
             if self.max_option_length is not None and self.max_option_length < 1:
                 raise UserError(f"--max-option-length must be positive, got {self.max_option_length}")
 
-        @property
-        def shorten(self) -> str:
-            """The shortening in force: --truncate-sequence is fairseq's older spelling of
-            --shorten-method truncate."""
-            return "truncate" if self.truncate_sequence and self.shorten_method == "none" else self.shorten_method
-
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--num-classes", type=int_at_least("--num-classes", 2),
@@ -74,12 +65,7 @@ class SentenceRankingTask(Task):
                             help="token put between option and context (RoBERTa: 2, </s>)")
         parser.add_argument("--max-option-length", type=positive_int("--max-option-length"),
                             help="cap each option (with its init token) at this many tokens")
-        parser.add_argument("--shorten-method", default="none", choices=SHORTEN_METHODS,
-                            help="cut sequences longer than --max-positions: keep the start, or a random window")
-        parser.add_argument("--shorten-data-split-list", default="",
-                            help="comma-separated splits to shorten (default: all)")
-        parser.add_argument("--truncate-sequence", action="store_true",
-                            help="older fairseq spelling of --shorten-method truncate")
+        add_shortening_args(parser, "sequences")
         parser.add_argument("--no-shuffle", action="store_true", help="keep the file order of examples")
         parser.add_argument("--sort-by-length", action="store_true",
                             help="batch examples of similar length together: less padding, faster; not a "
@@ -111,7 +97,6 @@ class SentenceRankingTask(Task):
         self.token_ids = token_ids
         assert settings.num_classes is not None  # Settings.__post_init__ refuses None
         self.num_classes = settings.num_classes
-        self.shorten_splits = {name for name in settings.shorten_data_split_list.split(",") if name}
 
     def load_dataset(self, split: str, epoch: int = 1) -> MultipleChoiceDataset:
         inputs = [load_split(self.root, f"input{index}", split, self.token_ids)
@@ -122,7 +107,7 @@ class SentenceRankingTask(Task):
                                 f"{len(inputs[0])}; rerun preprocessing")
         labels = self._load_labels(split, len(inputs[0]))
         settings = self.settings
-        shorten = settings.shorten if not self.shorten_splits or split in self.shorten_splits else "none"
+        shorten = settings.method_for(split)
         dataset = MultipleChoiceDataset(
             inputs[0], inputs[1:], labels, pad_idx=self.dictionary.pad(), init_token=settings.init_token,
             separator_token=settings.separator_token, max_option_length=settings.max_option_length,

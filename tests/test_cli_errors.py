@@ -65,3 +65,29 @@ def test_validate_help_without_a_checkpoint(capsys: pytest.CaptureFixture) -> No
     with pytest.raises(SystemExit) as exit_info:
         validate.main(["--help"])
     assert exit_info.value.code == 0 and "--save-predictions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task_flags, message", [
+    ([], "the MaskedLMCriterion criterion does not produce per-example predictions"),
+    (["--task", "sentence_ranking", "--num-classes", "4", "--criterion", "masked_lm"],
+     "the MaskedLMCriterion criterion does not produce per-example predictions"),
+    (["--criterion", "sentence_ranking"], r"this task \(MaskedLMTask\) has no prediction format"),
+])
+def test_save_predictions_is_refused_while_parsing(task_flags: list[str], message: str, tmp_path: Path) -> None:
+    """A task or criterion that cannot write predictions is refused before anything is built."""
+    from roberta.cli import options
+    from roberta.errors import UserError
+
+    with pytest.raises(UserError, match=f"--save-predictions: {message}"):
+        options.parse_args(["data", "--path", "x.pt", "--batch-size", "1", *task_flags,
+                            "--save-predictions", str(tmp_path / "p.tsv")], train=False)
+
+
+def test_every_builtin_task_says_whether_it_writes_predictions() -> None:
+    import criterions  # noqa: F401  registers the criterions
+    import tasks  # noqa: F401  registers the tasks
+    from roberta.registry import CRITERIONS, TASKS
+
+    writers = {name for name in TASKS.names() if TASKS.get(name).writes_predictions}
+    assert writers == {"sentence_prediction", "sentence_ranking", "squad2"}
+    assert all(CRITERIONS.get(name).writes_records for name in writers)

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "roberta" / "cli"
 BELOW_CLI = sorted(path for folder in ("roberta", "tasks", "criterions") for path in (REPO / folder).rglob("*.py")
                    if CLI not in path.parents)
-NAMESPACE_READ = re.compile(r"\bargs\.[a-z_]\w*|getattr\(args\b|vars\(args\)")
+# `args` or `flags` (the command layer's name for it) read as a namespace, not as a dict.
+NAMESPACE_READ = re.compile(r"\b(?:args|flags)\.(?!(?:get|items|keys|values|update|pop)\b)[a-z_]\w*"
+                            r"|getattr\((?:args|flags)\b|vars\((?:args|flags)\)")
 
 
 def imported_modules(path: Path) -> set[str]:

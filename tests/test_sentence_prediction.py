@@ -242,3 +242,16 @@ def test_validation_scores_and_writes_the_records_the_criterion_returns(pair_bin
     assert int(stats["valid_num_examples"]) == len(dataset) and "valid_f1" in stats and "valid_mcc" in stats
     accuracy = 100.0 * np.mean([row[1] == row[2] for row in rows])
     assert accuracy == pytest.approx(float(stats["valid_accuracy"]), abs=0.01)
+
+
+@pytest.mark.parametrize("flags, split, method", [
+    ({}, "train", "none"),
+    ({"truncate_sequence": True}, "valid", "truncate"),  # fairseq's older spelling
+    ({"truncate_sequence": True, "shorten_method": "random_crop"}, "train", "random_crop"),
+    ({"shorten_method": "truncate", "shorten_data_split_list": "train,test"}, "train", "truncate"),
+    ({"shorten_method": "truncate", "shorten_data_split_list": "train,test"}, "valid", "none"),
+])
+def test_shortening_per_split(flags: dict, split: str, method: str) -> None:
+    from roberta.data.shortening import ShorteningSettings
+
+    assert ShorteningSettings(**flags).method_for(split) == method
