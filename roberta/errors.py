@@ -29,8 +29,9 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
     except StoppedBySignal as stop:
         sys.exit(stop.exit_code)
     except UserError as error:
-        print(f"{prog}: error: {error}", *([error.details] if error.details else []), sep="\n", end="" if
-              error.details else "\n", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+        if error.details:
+            print(error.details, end="", file=sys.stderr, flush=True)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)

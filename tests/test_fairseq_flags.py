@@ -188,7 +188,7 @@ def test_masked_lm_max_positions_defaults_to_tokens_per_sample() -> None:
 
     def model_config(argv: list[str]):
         settings = assemble_training(options.parse_args(TRAIN + argv, train=True))
-        return build_model_config(model_arch(settings, None), 100)
+        return build_model_config(model_arch(settings.arch, settings.block_size), 100)
 
     assert model_config(["--task", "masked_lm", "--tokens-per-sample", "64"]).max_positions == 64
     assert model_config(["--tokens-per-sample", "64", "--max-positions", "128"]).max_positions == 128

@@ -152,20 +152,19 @@ def lr_scheduler_settings(settings: TrainSettings, flags: argparse.Namespace) ->
     return settings_from_flags(LR_SCHEDULERS.get(settings.lr_scheduler_name).Settings, flags)
 
 
-def model_arch(settings: TrainSettings, stored: ModelConfig | None) -> ArchSettings:
+def model_arch(arch: ArchSettings, block_size: int | None, stored: ModelConfig | None = None) -> ArchSettings:
     """The architecture to build: the flags, then for sizes and --max-positions they leave to the
     --arch preset, a restored checkpoint's values (so restoring a fairseq or resized model needs no
-    flags repeated), then the preset."""
-    arch = settings.arch
+    flags repeated), then --tokens-per-sample (`block_size`) for --max-positions, then the preset."""
     if stored is not None:
-        preset = build_model_config(with_block_positions(ArchSettings(arch.arch), settings.block_size), 2)
+        preset = build_model_config(with_block_positions(ArchSettings(arch.arch), block_size), 2)
         taken = {name: getattr(stored, name) for name in _SIZE_FIELDS if getattr(arch, name) is None}
         changed = {name: value for name, value in taken.items() if value != getattr(preset, name)}
         if changed:
             logger.info("model sizes from the checkpoint: %s",
                         ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in changed.items()))
         arch = replace(arch, **taken)
-    return with_block_positions(arch, settings.block_size)
+    return with_block_positions(arch, block_size)
 
 
 def max_positions(arch: ArchSettings) -> int:

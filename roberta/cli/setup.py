@@ -59,7 +59,7 @@ def build_training(settings: TrainSettings, flags: argparse.Namespace, manager: 
     before the model is built, and let go once restored: it can be gigabytes) restored into them."""
     run = settings.run
     plan = plan_restore(settings.restore)
-    arch = model_arch(settings, plan.pretrained.config if plan is not None else None)
+    arch = model_arch(settings.arch, settings.block_size, plan.pretrained.config if plan is not None else None)
     task, model = build_task(run, flags, arch)
     device = pick_device(run.cpu)
     precision = resolve_precision(run.precision, device)

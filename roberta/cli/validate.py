@@ -18,14 +18,14 @@ import torch
 from roberta import distributed
 from roberta.checkpoint.files import num_updates
 from roberta.cli import options
-from roberta.cli.assembly import RunSettings, assemble_run, criterion_settings
+from roberta.cli.assembly import RunSettings, assemble_run, criterion_settings, model_arch
 from roberta.cli.common import import_user_modules, run_cli
 from roberta.cli.setup import build_task, epoch_iterator, pick_device
 from roberta.distributed import DistributedContext
 from roberta.errors import UserError
 from roberta.evaluation import Validator
 from roberta.logging import setup_logging
-from roberta.models.architectures import arch_settings, with_block_positions
+from roberta.models.architectures import arch_settings
 from roberta.models.pretrained import Pretrained, check_tying, load_pretrained
 from roberta.models.weights import load_model_weights
 from roberta.precision import resolve_precision
@@ -102,7 +102,7 @@ def validate(job: ValidationJob, context: DistributedContext) -> None:
 def build_evaluation(run: RunSettings, flags: argparse.Namespace, pretrained: Pretrained,
                      context: DistributedContext) -> tuple[Trainer, Any]:
     """The checkpoint's model, with its task and criterion, in a trainer that only validates."""
-    arch = with_block_positions(arch_settings(vars(flags)), getattr(flags, "tokens_per_sample", None))
+    arch = model_arch(arch_settings(vars(flags)), getattr(flags, "tokens_per_sample", None))
     task, model = build_task(run, flags, arch)
     check_tying(pretrained, model.config, flags.path)
     load_model_weights(model, pretrained.state_dict, path=flags.path)
