@@ -17,6 +17,16 @@ per update is printed separately.
 
     python benchmarks/mlm_training_throughput.py --preset small        # 4 x 256, batch 16 x 128
     python benchmarks/mlm_training_throughput.py --preset small base   # one RESULT line each
+    python benchmarks/mlm_training_throughput.py --preset base --bf16 --profile 5
+
+`--bf16` runs our step as `roberta-train --bf16` does (autocast to bfloat16 over fp32 weights;
+`--memory-efficient-bf16` stores the weights in bfloat16 too) and the reference under
+`torch.autocast("cpu", torch.bfloat16)`, and also times our fp32 step on the same batches, so
+one run gives both ratios the bf16 targets are stated in. Efficiency is then against a
+bfloat16 GEMM roof, printed beside the fp32 one: on a CPU without bf16 matrix units (no AMX or
+AVX512-BF16) the bf16 roof is far below the fp32 one and bf16 figures say nothing about AMX
+machines. `--profile N` profiles N more of our updates and prints where their time goes
+(`step_profile.py`'s categories).
 """
 from __future__ import annotations
 
@@ -39,15 +49,22 @@ from roberta.data.masking import MaskedLMDataset
 from roberta.data.token_blocks import TokenBlockDataset
 from roberta.models import ModelConfig, RobertaModel
 from roberta.optim.adam import Adam
+from roberta.optim.loss_scaler import NO_LOSS_SCALING, LossScaler
 from roberta.optim.lr_scheduler.fixed import FixedSchedule
+from roberta.precision import FP32, Precision
 from roberta.trainer import Trainer
 
 # Run as a script, this file's directory is on sys.path, so the model-only benchmark's helpers
 # (presets, GEMM roof, disturbance filter, alternating measurement) are imported, not copied.
 from model_forward_backward import MASK, PAD, PRESETS, VOCAB, gemm_roof, measure
+from step_profile import breakdown
 
 BOS, EOS = 0, 2
 TARGETS = {"small": 2.5, "base": 1.4}  # ours / HF gates from perf-notes section 3(b)
+# Issue 17's bf16 gates at roberta-base: ours / HF under autocast, ours bf16 / ours fp32, and
+# the share of the bf16 GEMM roof.
+BF16_TARGETS = {"base": {"ratio": 2.0, "vs_fp32": 3.0, "efficiency": 0.40}}
+BF16_ROOF_SIZE = 1024  # a 2048 bf16 probe takes minutes on CPUs without bf16 units
 BETAS, EPS, WEIGHT_DECAY = (0.9, 0.98), 1e-6, 0.01
 
 
@@ -70,7 +87,16 @@ def parse_args() -> argparse.Namespace:
                         help="give up waiting for undisturbed updates after this many")
     parser.add_argument("--distinct-updates", type=int, default=8,
                         help="distinct batches (per micro-batch slot) cycled through while timing")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true",
+                           help="bfloat16 autocast for both loops (ours keeps fp32 weights); our fp32 "
+                                "step is timed too")
+    precision.add_argument("--memory-efficient-bf16", action="store_true",
+                           help="--bf16 with our weights stored in bfloat16 (roberta-train's flag)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile N more of our updates and print the breakdown")
     args = parser.parse_args()
+    args.bf16 = args.bf16 or args.memory_efficient_bf16
     for flag in ("batch_size", "seq_len", "update_freq", "threads", "steps", "distinct_updates"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -133,7 +159,16 @@ def training_batches(preset: Preset, args: argparse.Namespace) -> tuple[list[lis
     return groups, statistics.median(seconds)
 
 
-def build_ours(preset: Preset, lr: float) -> Trainer:
+def our_precision(args: argparse.Namespace) -> Precision:
+    """What `roberta-train --bf16` / `--memory-efficient-bf16` resolve to on the CPU."""
+    if not args.bf16:
+        return FP32
+    weights = torch.bfloat16 if args.memory_efficient_bf16 else torch.float32
+    return Precision(autocast_dtype=torch.bfloat16, param_dtype=weights)
+
+
+def build_ours(preset: Preset, lr: float, *, device: torch.device = torch.device("cpu"),
+               precision: Precision = FP32, loss_scaler: LossScaler = NO_LOSS_SCALING) -> Trainer:
     model = RobertaModel(ModelConfig(vocab_size=VOCAB, encoder_layers=preset.layers,
                                      encoder_embed_dim=preset.dim, encoder_ffn_embed_dim=preset.ffn,
                                      encoder_attention_heads=preset.heads, max_positions=512,
@@ -141,7 +176,7 @@ def build_ours(preset: Preset, lr: float) -> Trainer:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = Adam(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     return Trainer(model, MaskedLMCriterion(padding_idx=PAD), optimizer, FixedSchedule(optimizer, [lr]),
-                   device=torch.device("cpu"), clip_norm=0.0, seed=1)
+                   device=device, clip_norm=0.0, seed=1, precision=precision, loss_scaler=loss_scaler)
 
 
 def build_hf(preset: Preset, lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -164,23 +199,39 @@ def hf_inputs(sample: dict) -> dict[str, torch.Tensor]:
 
 
 def update_steps(trainer: Trainer, hf: torch.nn.Module, hf_optimizer: torch.optim.Optimizer,
-                 groups: list[list[dict]]) -> dict[str, Callable[[], None]]:
-    """One update of each loop per call, on the same groups in the same order."""
+                 groups: list[list[dict]], autocast_dtype: torch.dtype | None = None
+                 ) -> dict[str, Callable[[], None]]:
+    """One update of each loop per call, on the same groups in the same order; the reference
+    runs its forward under autocast to `autocast_dtype` when one is given."""
+    return {"ours": our_update(trainer, groups),
+            "hf": reference_update(hf, hf_optimizer, groups, autocast_dtype)}
+
+
+def our_update(trainer: Trainer, groups: list[list[dict]]) -> Callable[[], None]:
+    """One of our updates per call, cycling through `groups`."""
     ours_groups = itertools.cycle(groups)
-    hf_groups = itertools.cycle([[hf_inputs(sample) for sample in group] for group in groups])
 
     def ours() -> None:
         if trainer.train_step(next(ours_groups)) is None:
             raise RuntimeError("train_step skipped an update: a batch had no masked token")
+    return ours
+
+
+def reference_update(hf: torch.nn.Module, hf_optimizer: torch.optim.Optimizer, groups: list[list[dict]],
+                     autocast_dtype: torch.dtype | None) -> Callable[[], None]:
+    """One transformers update per call, cycling through the same `groups`."""
+    hf_groups = itertools.cycle([[hf_inputs(sample) for sample in group] for group in groups])
+    device_type = next(hf.parameters()).device.type
 
     def reference() -> None:
         group = next(hf_groups)
         for inputs in group:
-            (hf(**inputs).loss / len(group)).backward()
+            with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = hf(**inputs).loss
+            (loss / len(group)).backward()
         hf_optimizer.step()
         hf_optimizer.zero_grad()
-
-    return {"ours": ours, "hf": reference}
+    return reference
 
 
 def optimizer_seconds(step: Callable[[], object], repeats: int = 5) -> float:
@@ -207,11 +258,14 @@ class Result:
     hf_tok_s: float
     ours_gflop_s: float
     hf_gflop_s: float
-    roof: float
+    roof: float  # of the precision the loops ran in
     kept: tuple[int, int]
     data_ms: float
     ours_opt_ms: float
     hf_opt_ms: float
+    fp32_roof: float
+    ours_fp32_tok_s: float | None = None  # with --bf16: our fp32 step on the same batches
+    profile: dict[str, float] | None = None
 
     def line(self, args: argparse.Namespace) -> str:
         """The parsable summary: space-separated key=value pairs after `RESULT`."""
@@ -224,11 +278,29 @@ class Result:
             "hf_gflop_s": f"{self.hf_gflop_s:.1f}", "roof_gflop_s": f"{self.roof:.1f}",
             "efficiency": f"{self.ours_gflop_s / self.roof:.2f}",
             "ours_steps": self.kept[0], "hf_steps": self.kept[1],
+            "precision": "memory-efficient-bf16" if args.memory_efficient_bf16 else "bf16" if args.bf16 else "fp32",
         }
+        if self.ours_fp32_tok_s is not None:
+            return "RESULT " + " ".join(f"{key}={value}" for key, value in {**fields, **self.bf16_fields()}.items())
         target = TARGETS.get(self.preset.name)
         if target is not None:
             fields.update(target=target, meets_target="yes" if ratio >= target else "no")
         return "RESULT " + " ".join(f"{key}={value}" for key, value in fields.items())
+
+
+    def bf16_fields(self) -> dict[str, object]:
+        """Our fp32 speed on the same batches, and the bf16 gates where the preset has them."""
+        assert self.ours_fp32_tok_s is not None
+        reached = {"ratio": self.ours_tok_s / self.hf_tok_s, "vs_fp32": self.ours_tok_s / self.ours_fp32_tok_s,
+                   "efficiency": self.ours_gflop_s / self.roof}
+        fields: dict[str, object] = {"ours_fp32_tok_s": f"{self.ours_fp32_tok_s:.0f}",
+                                     "vs_fp32": f"{reached['vs_fp32']:.2f}",
+                                     "fp32_roof_gflop_s": f"{self.fp32_roof:.1f}"}
+        gates = BF16_TARGETS.get(self.preset.name)
+        if gates is not None:
+            fields["targets"] = ",".join(f"{key}>={value}" for key, value in gates.items())
+            fields["meets_target"] = "yes" if all(reached[key] >= value for key, value in gates.items()) else "no"
+        return fields
 
 
 def run_preset(preset: Preset, args: argparse.Namespace) -> Result:
@@ -238,13 +310,17 @@ def run_preset(preset: Preset, args: argparse.Namespace) -> Result:
         raise RuntimeError(f"updates differ in real tokens ({sorted(real_tokens)}); expected full blocks")
     tokens = real_tokens.pop()
     torch.manual_seed(0)
-    trainer = build_ours(preset, args.lr)
+    trainer = build_ours(preset, args.lr, precision=our_precision(args))
     hf, hf_optimizer = build_hf(preset, args.lr)
-    roof_before = gemm_roof()
-    timings = measure(update_steps(trainer, hf, hf_optimizer, groups), args)
+    steps = update_steps(trainer, hf, hf_optimizer, groups, torch.bfloat16 if args.bf16 else None)
+    if args.bf16:
+        torch.manual_seed(0)
+        steps["ours_fp32"] = our_update(build_ours(preset, args.lr), groups)
+    roofs = roof_probes(args.bf16)
+    timings = measure(steps, args)
     # A burst from another process during a roof probe lowers it; the better of two probes is
     # closer to the machine's true ceiling.
-    roof = max(roof_before, gemm_roof())
+    fp32_roof, roof = (max(before, after) for before, after in zip(roofs, roof_probes(args.bf16)))
     # Optimizer steps alone, after the measurement: ours still holds the last update's
     # gradients; the reference needs one more backward since its loop clears them.
     ours_opt = optimizer_seconds(trainer.optimizer.step)
@@ -258,7 +334,26 @@ def run_preset(preset: Preset, args: argparse.Namespace) -> Result:
                   ours_gflop_s=flops_per_token(preset, n_enc, attended, 0.15) * ours_tok_s / 1e9,
                   hf_gflop_s=flops_per_token(preset, n_enc, attended, 1.0) * hf_tok_s / 1e9,
                   roof=roof, kept=(len(timings["ours"]), len(timings["hf"])),
-                  data_ms=data_seconds * 1e3, ours_opt_ms=ours_opt * 1e3, hf_opt_ms=hf_opt * 1e3)
+                  data_ms=data_seconds * 1e3, ours_opt_ms=ours_opt * 1e3, hf_opt_ms=hf_opt * 1e3,
+                  fp32_roof=fp32_roof,
+                  ours_fp32_tok_s=tokens / statistics.median(timings["ours_fp32"]) if args.bf16 else None,
+                  profile=profile_updates(steps["ours"], args.profile) if args.profile else None)
+
+
+def roof_probes(bf16: bool) -> tuple[float, float]:
+    """(fp32 roof, roof of the run's precision) in GFLOP/s."""
+    fp32 = gemm_roof()
+    return fp32, gemm_roof(torch.bfloat16, BF16_ROOF_SIZE) if bf16 else fp32
+
+
+def profile_updates(update: Callable[[], None], count: int) -> dict[str, float]:
+    """Milliseconds per update by category over `count` more of our updates."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        start = time.perf_counter()
+        for _ in range(count):
+            update()
+        wall = time.perf_counter() - start
+    return breakdown(profiler.events(), wall, count)
 
 
 def report(result: Result, args: argparse.Namespace) -> None:
@@ -270,9 +365,20 @@ def report(result: Result, args: argparse.Namespace) -> None:
           f"(masked-head FLOPs)  optimizer step {result.ours_opt_ms:6.1f} ms (fairseq Adam, foreach)")
     print(f"  HF    {result.hf_tok_s:8.0f} tokens/s  {result.hf_gflop_s:6.1f} GFLOP/s "
           f"(all-token head FLOPs)  optimizer step {result.hf_opt_ms:6.1f} ms (torch AdamW default)")
-    print(f"  ratio {result.ours_tok_s / result.hf_tok_s:.2f}x  fp32 GEMM roof {result.roof:.0f} GFLOP/s  "
+    precision = "bf16" if args.bf16 else "fp32"
+    print(f"  ratio {result.ours_tok_s / result.hf_tok_s:.2f}x  {precision} GEMM roof {result.roof:.0f} GFLOP/s  "
           f"ours at {result.ours_gflop_s / result.roof:.0%} of roof  undisturbed updates: "
           f"ours {result.kept[0]}, HF {result.kept[1]}")
+    if result.ours_fp32_tok_s is not None:
+        print(f"  ours fp32 on the same batches {result.ours_fp32_tok_s:8.0f} tokens/s: bf16 is "
+              f"{result.ours_tok_s / result.ours_fp32_tok_s:.2f}x fp32  (fp32 roof {result.fp32_roof:.0f} GFLOP/s)")
+        if result.roof < result.fp32_roof:
+            print("  note: bf16 matmuls are slower than fp32 on this CPU (no AMX or AVX512-BF16 units); "
+                  "these bf16 figures do not carry over to CPUs that have them")
+    if result.profile is not None:
+        print(f"  where one of our updates goes ({args.profile} profiled):")
+        for category, ms in result.profile.items():
+            print(f"    {category:40s} {ms:8.1f} ms")
     print(f"  data pipeline (masking + collate, num_workers=0, not in the times above): "
           f"{result.data_ms:.1f} ms per update", flush=True)
 

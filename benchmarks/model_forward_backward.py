@@ -57,15 +57,15 @@ def make_batch(batch: int, length: int, seed: int = 0) -> tuple[torch.Tensor, to
     return tokens.masked_fill(masked, MASK), masked, tokens
 
 
-def gemm_roof() -> float:
-    """fp32 GFLOP/s of a large square matmul: the ceiling both models are held to."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def gemm_roof(dtype: torch.dtype = torch.float32, size: int = 2048) -> float:
+    """GFLOP/s of a large square matmul in `dtype`: the ceiling both models are held to."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     times = []
     for _ in range(6):
         start = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
-    return 2 * 2048 ** 3 / min(times[1:]) / 1e9
+    return 2 * size ** 3 / min(times[1:]) / 1e9
 
 
 def build_steps(args: argparse.Namespace) -> tuple[Callable[[], None], Callable[[], None]]:
