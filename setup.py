@@ -8,7 +8,9 @@ setup(
     packages=find_packages(include=["roberta", "roberta.*"]) + ["tasks", "criterions"],
     install_requires=["torch>=2.2", "numpy", "sentencepiece", "regex", "tqdm"],
     extras_require={
-        "test": ["pytest", "hypothesis", "transformers", "safetensors", "scipy", "scikit-learn", "mypy>=2.4"],
+        "test": ["pytest", "hypothesis", "transformers", "safetensors", "scipy", "scikit-learn", "mypy>=2.4",
+                 "tensorboard", "matplotlib"],
+        "plot": ["matplotlib"],
     },
     entry_points={
         "console_scripts": [
@@ -18,6 +20,7 @@ setup(
             "roberta-bpe=roberta.cli.bpe:cli_main",
             "roberta-convert=roberta.cli.convert:cli_main",
             "roberta-sweep=roberta.cli.sweep:cli_main",
+            "roberta-plot=roberta.cli.plot:cli_main",
         ],
     },
 )

@@ -14,7 +14,7 @@ from roberta.criterion import sum_logging_outputs
 from roberta.distributed import all_gather_objects, all_reduce_sum, broadcast_object, is_initialized
 from roberta.errors import UserError
 from roberta.data.iterators import EpochBatchIterator
-from roberta.logging import ProgressLogger, default_log_format
+from roberta.logging import ProgressLogger, ScalarWriter, default_log_format
 from roberta.task import Task
 from roberta.trainer import Trainer
 
@@ -99,10 +99,13 @@ class ValidationSettings:
 
 class Validator:
     """Validates on every `--valid-subset`; the first subset's metric decides the best checkpoint.
-    With `should_stop`, a pass raises ValidationStopped when a stop is requested (see `evaluate`)."""
+    With `should_stop`, a pass raises ValidationStopped when a stop is requested (see `evaluate`);
+    `report` receives each subset's name and statistics as they are printed, and `scalars` (rank 0's
+    TensorBoard writer during training) gets them too."""
 
     def __init__(self, settings: ValidationSettings, task: Task, build_iterator: Callable[[str], EpochBatchIterator],
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None,
+                 report: Callable[[str, dict], None] | None = None, scalars: ScalarWriter | None = None) -> None:
         self.subsets = settings.subsets
         self.metric = settings.best_checkpoint_metric
         self.log_format = settings.log_format
@@ -110,6 +113,8 @@ class Validator:
         self.save_predictions = settings.save_predictions
         self._build_iterator = build_iterator
         self._should_stop = should_stop
+        self._report = report
+        self._scalars = scalars
         self._first_iterators: dict[str, EpochBatchIterator] = {}
 
     def _iterator(self, subset: str) -> EpochBatchIterator:
@@ -139,8 +144,10 @@ class Validator:
                     best = first_metric
                 stats[f"best_{self.metric}"] = best
             progress = ProgressLogger(self.log_format, epoch=epoch, total=0,
-                                      prefix=f"valid on '{subset}' subset", log_interval=1)
+                                      prefix=f"valid on '{subset}' subset", log_interval=1, scalars=self._scalars)
             progress.print(stats, tag=subset, step=trainer.num_updates)
+            if self._report is not None:
+                self._report(subset, dict(stats))
         return first_metric
 
     def _metric_value(self, stats: dict) -> float:

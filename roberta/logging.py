@@ -233,8 +233,10 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
                             "needs the tensorboard package)")
 
 
-class _NullScalarWriter:
-    """Stands in when TensorBoard is off or missing, so callers never branch on it."""
+class ScalarWriter:
+    """Where a run's scalars go besides the log: nowhere (TensorBoard off or missing, or a rank > 0)
+    or, from `scalar_writer`, TensorBoard. One per run, shared by its epochs and validations, so
+    each tag keeps one event file per run; the run closes it."""
 
     def add_scalars(self, tag: str, stats: Mapping[str, Any], step: int) -> None:
         pass
@@ -242,20 +244,35 @@ class _NullScalarWriter:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> ScalarWriter:
+        return self
 
-class _TensorboardWriter:
-    """One SummaryWriter per tag (train_inner, train, valid, ...), as fairseq lays them out."""
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
-    def __init__(self, logdir: str, writer_cls: Any) -> None:
+
+class TensorboardWriter(ScalarWriter):
+    """One SummaryWriter per tag (train_inner, train, valid, ...), as fairseq lays them out.
+
+    A run that resumes from a checkpoint older than the last update logged in `logdir` (the
+    earlier run went on, then died) rewrites those updates. Each writer therefore starts with
+    TensorBoard's restart marker at `first_step` (torch's `purge_step`): TensorBoard drops the
+    earlier run's points from that update on, so every update is shown once.
+    """
+
+    def __init__(self, logdir: str, writer_cls: Any, *, first_step: int = 1) -> None:
         self._logdir = Path(logdir)
         self._writer_cls = writer_cls
+        self._first_step = first_step
         self._writers: dict[str, Any] = {}
 
     def add_scalars(self, tag: str, stats: Mapping[str, Any], step: int) -> None:
         writer = self._writers.get(tag)
         if writer is None:
-            writer = self._writers[tag] = self._writer_cls(str(self._logdir / tag))
-            writer.add_text("sys.argv", " ".join(sys.argv))
+            writer = self._writers[tag] = self._writer_cls(str(self._logdir / tag), purge_step=self._first_step)
+            # At the run's first update, so a later restart from an earlier update drops it with the rest.
+            writer.add_text("sys.argv", " ".join(sys.argv), self._first_step)
         for key, value in stats.items():
             if key != "num_updates" and isinstance(value, numbers.Real) and not isinstance(value, bool):
                 writer.add_scalar(key, value, step)
@@ -264,18 +281,22 @@ class _TensorboardWriter:
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
+        self._writers.clear()
 
 
-def _scalar_writer(logdir: str | None) -> _NullScalarWriter | _TensorboardWriter:
+def scalar_writer(logdir: str | None, *, first_step: int = 1) -> ScalarWriter:
+    """TensorBoard event files under `logdir` (`--tensorboard-logdir`), or a writer that drops
+    everything when `logdir` is None or tensorboard is not installed. `first_step` is the first
+    update the run can log: the update it starts from, plus one."""
     if not logdir:
-        return _NullScalarWriter()
+        return ScalarWriter()
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         warn_once(logger, f"--tensorboard-logdir {logdir}: tensorboard is not installed, so no "
                           f"scalars are written; `pip install tensorboard` to enable it")
-        return _NullScalarWriter()
-    return _TensorboardWriter(logdir, SummaryWriter)
+        return ScalarWriter()
+    return TensorboardWriter(logdir, SummaryWriter, first_step=first_step)
 
 
 class ProgressLogger:
@@ -284,12 +305,12 @@ class ProgressLogger:
     The position shown in interval lines is the number of updates done in this epoch; it
     follows iteration through `wrap` or is set with `update_position`. `log` always writes:
     the caller decides with `should_log(num_updates)`, and resets its meters when it logs.
-    Give `tensorboard_logdir` on rank 0 only.
+    Stats logged or printed also go to `scalars` (the run's `scalar_writer`, which the caller closes).
     """
 
     def __init__(self, log_format: str, *, epoch: int | None = None, total: int = 0,
                  prefix: str = "", log_interval: int = 100,
-                 tensorboard_logdir: str | None = None) -> None:
+                 scalars: ScalarWriter | None = None) -> None:
         if log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {LOG_FORMATS}, got {log_format!r}")
         self.log_format = log_format
@@ -299,7 +320,7 @@ class ProgressLogger:
         self.position = 0
         parts = ([f"epoch {epoch:03d}"] if epoch is not None else []) + ([prefix] if prefix else [])
         self.label = " | ".join(parts)
-        self._scalars = _scalar_writer(tensorboard_logdir)
+        self._scalars = scalars if scalars is not None else ScalarWriter()
         self._bar = (tqdm(total=total, desc=self.label, leave=False, file=sys.stderr,
                           dynamic_ncols=True) if log_format == "tqdm" else None)
 
@@ -348,7 +369,6 @@ class ProgressLogger:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        self._scalars.close()
 
     def __enter__(self) -> ProgressLogger:
         return self

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Masked-LM pretraining end to end on a generated corpus, on CPU, in a few minutes:
-# corpus -> byte-level BPE -> binarized data -> roberta-train -> roberta-validate.
+# corpus -> byte-level BPE -> binarized data -> roberta-train -> roberta-validate, then a summary:
+# where the model is, its perplexity, what to try next, the logs and (with matplotlib) the curves.
 #   bash scripts/quickstart.sh [OUT_DIR]      (MAX_UPDATE=600 by default)
 set -euo pipefail
 OUT=${1:-quickstart}
@@ -23,6 +24,9 @@ roberta-train "$OUT/data-bin" --task masked_lm --criterion masked_lm --arch robe
   --optimizer adam --adam-betas '(0.9, 0.98)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
   --lr-scheduler polynomial_decay --lr 3e-3 --warmup-updates $((MAX_UPDATE / 10 + 1)) \
   --total-num-update "$MAX_UPDATE" --max-update "$MAX_UPDATE" \
-  --log-interval 50 --save-dir "$OUT/checkpoints" --num-workers 1 --cpu
+  --log-interval $((MAX_UPDATE / 20 > 0 ? MAX_UPDATE / 20 : 1)) --log-format json --log-file "$OUT/train.log" \
+  --save-dir "$OUT/checkpoints" --num-workers 1 --cpu
 
-roberta-validate "$OUT/data-bin" --path "$OUT/checkpoints/checkpoint_best.pt" --valid-subset valid,test --cpu
+roberta-validate "$OUT/data-bin" --path "$OUT/checkpoints/checkpoint_best.pt" --valid-subset valid,test --cpu \
+  --log-format json --log-file "$OUT/validate.log"
+python scripts/quickstart_summary.py "$OUT"

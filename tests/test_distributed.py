@@ -63,13 +63,15 @@ def max_difference(a: Path, b: Path) -> float:
 @pytest.fixture(scope="module")
 def runs(demo_data_bin: Path, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     """The same 16 updates three ways: one process accumulating 2 mini-batches, and two processes
-    with torch DDP (c10d) and with our own all-reduce (no_c10d)."""
+    with torch DDP (c10d) and with our own all-reduce (no_c10d); each writes TensorBoard events to
+    <save dir>.tb."""
     root = tmp_path_factory.mktemp("ddp")
     results = {"single": (root / "single", succeed(train_command(demo_data_bin, root / "single", "--update-freq", "2")))}
     for backend in ("c10d", "no_c10d"):
         save_dir = root / backend
         log = succeed(train_command(demo_data_bin, save_dir, "--ddp-backend", backend,
-                                    *two_processes(root / f"{backend}.rendezvous")))
+                                    *two_processes(root / f"{backend}.rendezvous"),
+                                    "--tensorboard-logdir", str(root / f"{backend}.tb")))
         results[backend] = (save_dir, log)
     return results
 
@@ -94,6 +96,14 @@ def test_only_rank_zero_logs_and_writes(runs) -> None:
     assert ddp_log.count("command line arguments") == 1
     assert ddp_log.count("| train_inner |") == single_log.count("| train_inner |")
     assert "training on 2 processes (gloo, --ddp-backend c10d)" in ddp_log
+
+
+def test_only_rank_zero_writes_tensorboard_events(runs) -> None:
+    pytest.importorskip("tensorboard")
+    logdir = runs["c10d"][0].with_suffix(".tb")
+    # Another rank writing would add an event file of its own to each folder.
+    assert {tag.name: len(list(tag.glob("events.out.tfevents.*"))) for tag in logdir.iterdir()} == {
+        "train_inner": 1, "train": 1, "valid": 1}
 
 
 def test_resume_under_ddp_continues_exactly(runs, demo_data_bin: Path, tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """Every command's flags, frozen in tests/snapshots/flags.json.
 
 For roberta-train (each task with its criterion, each optimizer, each lr-scheduler),
-roberta-validate (each task), roberta-preprocess, roberta-bpe (each subcommand), roberta-convert and
-roberta-sweep, each flag's names, dest, default, action, type, choices and nargs, from the parsers
-the commands build. A refactoring must leave them all as they are, so a difference is a bug unless
-the change was meant; then regenerate the file and commit it with the change:
+roberta-validate (each task), roberta-preprocess, roberta-bpe (each subcommand), roberta-convert,
+roberta-sweep and roberta-plot (each subcommand), each flag's names, dest, default, action, type,
+choices and nargs, from the parsers the commands build. A refactoring must leave them all as they
+are, so a difference is a bug unless the change was meant; then regenerate the file and commit it
+with the change:
 
     ROBERTA_UPDATE_SNAPSHOT=1 python -m pytest tests/test_flag_snapshot.py
 """
@@ -19,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from roberta.cli import bpe, convert, options, preprocess, sweep
+from roberta.cli import bpe, convert, options, plot, preprocess, sweep
 from roberta.cli.fairseq_flags import compat_kind
 from roberta.flag_types import NumberFlag
 from roberta.registry import LR_SCHEDULERS, OPTIMIZERS, TASKS, Registry
@@ -100,7 +101,7 @@ def current_flags() -> dict[str, list[str]]:
         for flag, name in choices:
             variant = flag_lines(options.full_parser([*base_argv, flag, name], train=train))
             snapshot[f"{prog} {flag} {name}"] = difference(base, variant)
-    for module in (preprocess, bpe, convert, sweep):
+    for module in (preprocess, bpe, convert, sweep, plot):
         root = module.build_parser()
         for name, parser in with_subcommands(root.prog, root):
             snapshot[name] = flag_lines(parser)

@@ -14,7 +14,7 @@ import torch
 from roberta import logging as roberta_logging
 from roberta.errors import UserError
 from roberta.logging import (EVERY_RANK, ProgressLogger, add_logging_args, format_stat, resolve_log_format,
-                             setup_logging)
+                             scalar_writer, setup_logging)
 from roberta.meters import AverageMeter, LastValueMeter, MeterGroup, StopwatchMeter, SumMeter, TimeMeter
 
 STATS = {"loss": 3.14159, "ppl": 8.8216, "wps": 12345.678, "ups": 1.2345, "wpb": 4096.04,
@@ -251,7 +251,7 @@ def test_missing_tensorboard_warns_once(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
     monkeypatch.setattr(roberta_logging, "_warned", set())
     for _ in range(2):
-        ProgressLogger("none", epoch=1, tensorboard_logdir="tb").log({"loss": 1.0}, "train_inner", 1)
+        ProgressLogger("none", epoch=1, scalars=scalar_writer("tb")).log({"loss": 1.0}, "train_inner", 1)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "tensorboard is not installed" in warnings[0]
 
@@ -260,13 +260,13 @@ def test_tensorboard_writes_one_writer_per_tag(monkeypatch, tmp_path):
     scalars: list[tuple[str, str, float, int]] = []
 
     class RecordingWriter:
-        def __init__(self, logdir: str) -> None:
+        def __init__(self, logdir: str, purge_step: int | None = None) -> None:
             self.logdir = logdir
 
         def add_scalar(self, key: str, value: float, step: int) -> None:
             scalars.append((self.logdir, key, value, step))
 
-        def add_text(self, key: str, text: str) -> None:
+        def add_text(self, key: str, text: str, step: int | None = None) -> None:
             pass
 
         def flush(self) -> None:
@@ -278,7 +278,7 @@ def test_tensorboard_writes_one_writer_per_tag(monkeypatch, tmp_path):
     module = types.ModuleType("torch.utils.tensorboard")
     module.SummaryWriter = RecordingWriter  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
-    with ProgressLogger("none", epoch=1, tensorboard_logdir=str(tmp_path)) as progress:
+    with scalar_writer(str(tmp_path)) as writer, ProgressLogger("none", epoch=1, scalars=writer) as progress:
         progress.log({"loss": 2.0, "num_updates": 5}, tag="train_inner", step=5)
         progress.print({"loss": 1.5}, tag="valid", step=5)
     assert scalars == [(str(tmp_path / "train_inner"), "loss", 2.0, 5),

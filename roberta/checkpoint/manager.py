@@ -15,6 +15,7 @@ from typing import Iterator
 
 import torch
 
+from roberta.checkpoint.watch import mark_finished, mark_running
 from roberta.dir_lock import exclusive_directory
 from roberta.errors import UserError
 from roberta.faults import NO_FAULTS, FaultInjector
@@ -149,7 +150,13 @@ class CheckpointManager:
             if stale:
                 logger.info("removed %d unfinished checkpoint file(s) left by an interrupted save: %s",
                             len(stale), ", ".join(path.name for path in stale))
+            mark_running(self.save_dir)
             yield
+
+    def mark_finished(self, num_updates: int, epoch: int) -> None:
+        """Leave the marker that ends `roberta-validate --watch` on this --save-dir."""
+        if not self.settings.no_save and self.writes_files:
+            mark_finished(self.save_dir, num_updates, epoch)
 
     def is_better(self, a: float, b: float | None, *, strict: bool = False) -> bool:
         """Whether score `a` is at least as good as `b` (ties overwrite checkpoint_best.pt, as in fairseq)

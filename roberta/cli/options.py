@@ -18,6 +18,7 @@ from roberta.checkpoint.restore import add_restore_args
 from roberta.cli.assembly import assemble_run, assemble_training
 from roberta.cli.common import import_user_modules
 from roberta.cli.fairseq_flags import add_fairseq_flags
+from roberta.cli.watch import add_watch_args
 from roberta.errors import UserError
 from roberta.flag_types import non_negative_int, seed_int
 from roberta.models import add_model_args
@@ -122,7 +123,7 @@ def build_parser(*, train: bool) -> argparse.ArgumentParser:
     distributed.add_distributed_args(parser)
     precision.add_precision_args(parser.add_argument_group("precision"))
     if not train:
-        parser.add_argument("--path", required=True, help="checkpoint to evaluate")
+        parser.add_argument("--path", help="checkpoint to evaluate (required unless --watch)")
         parser.add_argument("--unsafe-load", action="store_true",
                             help="allow a checkpoint that needs full unpickling (only for files you trust)")
         parser.add_argument("--save-predictions", metavar="PATH",
@@ -130,6 +131,7 @@ def build_parser(*, train: bool) -> argparse.ArgumentParser:
                                  "(a file or a folder, depending on the task); with several "
                                  "--valid-subset values the subset name is added to the name")
         add_model_args(parser.add_argument_group("model"))
+        add_watch_args(parser.add_argument_group("watching a training run"))
     return parser
 
 

@@ -22,7 +22,7 @@ from roberta.data.iterators import EpochBatchIterator
 from roberta.distributed import DistributedContext
 from roberta.errors import UserError
 from roberta.evaluation import ValidationStopped, Validator
-from roberta.logging import ProgressLogger, setup_logging
+from roberta.logging import ProgressLogger, ScalarWriter, scalar_writer, setup_logging
 from roberta.meters import MeterGroup
 from roberta.stop_signals import StoppedBySignal, StopSignals
 from roberta.task import Task
@@ -43,19 +43,27 @@ def train(flags: argparse.Namespace, context: DistributedContext) -> None:
     import_user_modules(flags.user_dir)
     settings = assemble_training(flags, world_size=context.world_size)
     setup_logging(settings.run.log_file if context.is_master else None, rank=context.rank)
-    loop = settings.loop
-    if not context.is_master:
-        loop = replace(loop, tensorboard_logdir=None,
-                       log_format="simple" if loop.log_format == "tqdm" else loop.log_format)
+    loop = rank_loop_settings(settings.loop, context)
     logger.info("command line arguments: %s", settings.run.flags)
     torch.manual_seed(settings.run.seed)
     manager = CheckpointManager(settings.save, writes_files=context.is_master)
     with StopSignals() as stop_signals, manager.sole_writer():
         built = build_training(settings, flags, manager, context)
-        train_loop(settings, loop, built.task, built.trainer, manager, built.progress, stop_signals)
+        with scalar_writer(loop.tensorboard_logdir, first_step=built.trainer.num_updates + 1) as scalars:
+            epoch = train_loop(settings, loop, built.task, built.trainer, manager, built.progress, stop_signals,
+                               scalars)
+        if not built.trainer.stop_agreed:
+            manager.mark_finished(built.trainer.num_updates, epoch)
     # Even at --max-update: the final validation, if any, was skipped or abandoned for the stop.
     if built.trainer.stop_agreed:
         stop_on_signal(settings, built.trainer, manager, stop_signals)
+
+
+def rank_loop_settings(loop: LoopSettings, context: DistributedContext) -> LoopSettings:
+    """Rank 0 speaks for every rank: the others write no TensorBoard events and draw no tqdm bar."""
+    if context.is_master:
+        return loop
+    return replace(loop, tensorboard_logdir=None, log_format="simple" if loop.log_format == "tqdm" else loop.log_format)
 
 
 def stop_on_signal(settings: TrainSettings, trainer: Trainer, manager: CheckpointManager,
@@ -72,13 +80,15 @@ def stop_on_signal(settings: TrainSettings, trainer: Trainer, manager: Checkpoin
 
 
 def train_loop(settings: TrainSettings, loop: LoopSettings, task: Task, trainer: Trainer,
-               manager: CheckpointManager, progress: RunProgress, stop_signals: StopSignals) -> None:
+               manager: CheckpointManager, progress: RunProgress, stop_signals: StopSignals,
+               scalars: ScalarWriter) -> int:
+    """Train until a stop condition; returns the epoch the run ended in."""
     context, batching, optimization = trainer.context, settings.run.batching, settings.optimization
     epoch_itr = epoch_iterator(batching, task, loop.train_subset, train=True, context=context,
                                state=progress.train_iterator)
     validator = Validator(settings.run.validation, task,
                           lambda split: epoch_iterator(batching, task, split, train=False, context=context),
-                          should_stop=lambda: stop_signals.requested)
+                          should_stop=lambda: stop_signals.requested, scalars=scalars)
     epoch_meters = MeterGroup()
     if progress.meters:
         epoch_meters.load_state_dict(progress.meters)
@@ -87,8 +97,9 @@ def train_loop(settings: TrainSettings, loop: LoopSettings, task: Task, trainer:
     if optimization.max_update and trainer.num_updates >= optimization.max_update:
         logger.info("the restored checkpoint is at update %d, already at --max-update %d: nothing to train",
                     trainer.num_updates, optimization.max_update)
-        return
-    run = TrainingLoop(settings, loop, validator, trainer, manager, epoch_itr, epoch_meters, wall_start, stop_signals)
+        return epoch_itr.epoch
+    run = TrainingLoop(settings, loop, validator, trainer, manager, epoch_itr, epoch_meters, wall_start, stop_signals,
+                       scalars)
     lr = trainer.lr_scheduler.step_epoch(epoch_itr.next_epoch_idx)
     while epoch_itr.next_epoch_idx <= max_epoch:
         if lr <= optimization.stop_min_lr:
@@ -101,6 +112,7 @@ def train_loop(settings: TrainSettings, loop: LoopSettings, task: Task, trainer:
         lr = trainer.lr_scheduler.step_epoch(epoch_itr.next_epoch_idx)
     if not trainer.stop_agreed:
         logger.info("done training in %.1f seconds", time.perf_counter() - wall_start)
+    return epoch_itr.epoch
 
 
 @dataclass
@@ -115,6 +127,7 @@ class TrainingLoop:
     epoch_meters: MeterGroup
     wall_start: float
     stop_signals: StopSignals
+    scalars: ScalarWriter
 
 
 def train_epoch(run: TrainingLoop) -> bool:
@@ -123,7 +136,7 @@ def train_epoch(run: TrainingLoop) -> bool:
     itr = epoch_itr.next_epoch_itr()
     epoch = epoch_itr.epoch
     progress = ProgressLogger(run.loop.log_format, epoch=epoch, total=len(itr), log_interval=run.loop.log_interval,
-                              tensorboard_logdir=run.loop.tensorboard_logdir)
+                              scalars=run.scalars)
     window = MeterGroup()
     window_start = time.perf_counter()
     should_stop = False

@@ -3,6 +3,8 @@
 As fairseq-validate does, the task is rebuilt from the flags stored in the checkpoint; flags
 given on this command line override them. `--path` may also be a fairseq `model.pt` or a
 Hugging Face folder: the model's sizes are read from the file, the task flags from the command line.
+With `--watch SAVE_DIR` instead of `--path`, every checkpoint a training run writes is validated as it
+appears (see `roberta.cli.watch`).
 """
 from __future__ import annotations
 
@@ -17,19 +19,22 @@ import torch
 
 from roberta import distributed
 from roberta.checkpoint.files import num_updates
+from roberta.checkpoint.watch import CheckpointFile, CheckpointPoller, checkpoint_files, finished_update
 from roberta.cli import options
 from roberta.cli.assembly import RunSettings, assemble_run, criterion_settings, model_arch
 from roberta.cli.common import import_user_modules, run_cli
 from roberta.cli.setup import build_task, epoch_iterator, pick_device
-from roberta.distributed import DistributedContext
+from roberta.cli.watch import WatchResults, WatchSettings, result_row, sleep, watch_settings
+from roberta.distributed import SINGLE_PROCESS, DistributedContext
 from roberta.errors import UserError
-from roberta.evaluation import Validator
+from roberta.evaluation import ValidationStopped, Validator
 from roberta.logging import setup_logging
 from roberta.models.architectures import arch_settings
 from roberta.models.pretrained import Pretrained, check_tying, load_pretrained
 from roberta.models.weights import load_model_weights
 from roberta.precision import resolve_precision
 from roberta.registry import CRITERIONS
+from roberta.stop_signals import StopSignals
 from roberta.trainer import Trainer
 
 logger = logging.getLogger("roberta.validate")
@@ -66,6 +71,10 @@ def checkpoint_defaults(pretrained: Pretrained, argv: Sequence[str] | None) -> d
 
 def main(argv: Sequence[str] | None = None) -> None:
     setup_logging()
+    watching = watch_settings(argv)
+    if watching is not None:
+        watch(argv, watching)
+        return
     read: list[Pretrained] = []
 
     def stored_flags(given: dict) -> dict:
@@ -115,6 +124,74 @@ def build_evaluation(run: RunSettings, flags: argparse.Namespace, pretrained: Pr
     if context.is_distributed:
         logger.info("validating on %d processes", context.world_size)
     return trainer, task
+
+
+def watch(argv: Sequence[str] | None, settings: WatchSettings) -> None:
+    """Validate checkpoints as they appear until the run finishes, the update limit, or a signal."""
+    results = WatchResults(settings.watch / "watch")
+    poller = CheckpointPoller(settings.watch, results.scored())
+    logger.info("watching %s for checkpoints (every %g s); results in %s", settings.watch,
+                settings.watch_interval, results.jsonl)
+    with StopSignals() as stop_signals:
+        while not stop_signals.requested:
+            # Read before polling: every file written before the marker is then in this poll or the next.
+            finished_at = finished_update(settings.watch)
+            for file in poller.poll():
+                rows = score(argv, file, stop_signals)
+                if rows is None:
+                    break  # a stop request abandoned this validation
+                poller.mark_handled(file)
+                if rows:
+                    results.append(rows)
+                    limit = settings.watch_until_update
+                    if limit is not None and rows[0]["update"] >= limit:
+                        logger.info("reached --watch-until-update %d at %s", limit, file.path.name)
+                        return
+            else:
+                if finished_at is not None and poller.all_handled():
+                    logger.info("the run finished at update %d; every checkpoint is scored", finished_at)
+                    return
+                sleep(settings.watch_interval, stop_signals)
+    logger.info("stopped by %s; rerun the same command to go on where this left off", stop_signals.name)
+
+
+def score(argv: Sequence[str] | None, file: CheckpointFile, stop_signals: StopSignals) -> list[dict] | None:
+    """One result row per subset; [] when the file cannot be scored (gone, unreadable), None when
+    a stop request abandoned the validation."""
+    try:
+        pretrained = load_pretrained(file.path)
+    except UserError as error:
+        if file.path.exists():
+            logger.warning("skipped %s: %s", file.path.name, error)
+        else:
+            logger.warning("skipped %s: it was removed before it could be validated (checkpoint retention)",
+                           file.path.name)
+        return []
+    if checkpoint_files(file.path.parent).get(file.path.name) != file:
+        # A later save took the name while this version was waiting or being read: that one is next.
+        logger.info("%s was replaced by a newer save; validating that one instead", file.path.name)
+        return []
+    flags = options.parse_args(argv, train=False, defaults=lambda given: {
+        **checkpoint_defaults(pretrained, argv), "path": str(file.path)})
+    # Each checkpoint gets its own prediction files: preds.tsv -> preds.checkpoint_2_40.tsv.
+    if flags.save_predictions:
+        target = Path(flags.save_predictions)
+        flags.save_predictions = str(target.with_name(f"{target.stem}.{file.path.stem}{target.suffix}"))
+    run = assemble_run(flags)
+    if run.distributed.distributed_world_size > 1:
+        raise UserError("--watch validates in one process; drop --distributed-world-size")
+    trainer, task = build_evaluation(run, flags, pretrained, SINGLE_PROCESS)
+    stats_by_subset: dict[str, dict] = {}
+    validator = Validator(run.validation, task,
+                          lambda split: epoch_iterator(run.batching, task, split, train=False, context=SINGLE_PROCESS),
+                          should_stop=lambda: stop_signals.requested,
+                          report=lambda subset, stats: stats_by_subset.__setitem__(subset, stats))
+    try:
+        with torch.inference_mode():
+            validator(trainer, epoch=None, end_of_epoch=False)
+    except ValidationStopped:
+        return None
+    return [result_row(file, pretrained, subset, stats) for subset, stats in stats_by_subset.items()]
 
 
 def cli_main() -> None:
