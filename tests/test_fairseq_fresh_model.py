@@ -8,7 +8,6 @@ seed: the fresh model is the one `fairseq-train --seed S` would start from.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -19,17 +18,15 @@ from roberta.cli import convert
 from roberta.models import RobertaModel
 from roberta.models.pretrained import load_pretrained
 from roberta.models.weights import load_model_weights
+from support.fairseq_reference import (FAIRSEQ_ENV, FAIRSEQ_PYTHON, require_fairseq_0_12_2,
+                                       skip_module_without_fairseq)
 from support.train_args import model_size_flags
 
-FAIRSEQ_PYTHON = os.environ.get("FAIRSEQ_PYTHON", "")
-if not FAIRSEQ_PYTHON:
-    pytest.skip("FAIRSEQ_PYTHON is not set (scripts/fairseq_reference_env.sh builds fairseq 0.12.2's venv)",
-                allow_module_level=True)
+skip_module_without_fairseq()
 
 FORMATS = ("fairseq", "fairseq-2019")
 SEED = 5
 TOLERANCE = 1e-5
-FAIRSEQ_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 FAIRSEQ_READS = '''
 import json, os, re, sys, torch
@@ -59,11 +56,7 @@ print(json.dumps({key: value for key, value in out.items() if not key.endswith("
 
 @pytest.fixture(scope="module", autouse=True)
 def fairseq_0_12_2() -> None:
-    result = subprocess.run([FAIRSEQ_PYTHON, "-c", "import fairseq; print(fairseq.__version__)"],
-                            capture_output=True, text=True, env=FAIRSEQ_ENV, timeout=120)
-    if result.returncode != 0 or result.stdout.strip() != "0.12.2":
-        pytest.skip(f"FAIRSEQ_PYTHON={FAIRSEQ_PYTHON} does not import fairseq 0.12.2: "
-                    f"{(result.stdout + result.stderr).strip()[-300:]}")
+    require_fairseq_0_12_2()
 
 
 def our_logits(path: Path, rows: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ c. `fairseq_cli.train --restore-file <our export>` continues training from it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -23,18 +22,15 @@ from roberta.models import RobertaModel
 from roberta.models.pretrained import load_pretrained
 from roberta.models.weights import load_model_weights
 from support.race_data import generated_race_bin
+from support.fairseq_reference import (FAIRSEQ_ENV, FAIRSEQ_PYTHON, require_fairseq_0_12_2,
+                                       skip_module_without_fairseq)
 from support.train_args import model_size_flags
 
-FAIRSEQ_PYTHON = os.environ.get("FAIRSEQ_PYTHON", "")
-if not FAIRSEQ_PYTHON:
-    pytest.skip("FAIRSEQ_PYTHON is not set (scripts/fairseq_reference_env.sh builds fairseq 0.12.2's venv)",
-                allow_module_level=True)
+skip_module_without_fairseq()
 
 HEAD = "sentence_classification_head"
 FORMATS = ("fairseq", "fairseq-2019")
 TOLERANCE = 1e-5
-# One thread per fairseq process: its start-up and tiny batches gain nothing from more on 2 cores.
-FAIRSEQ_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TINY_MODEL = [*model_size_flags(layers=2, embed_dim=32, ffn_dim=64, heads=2), "--dropout", "0",
               "--attention-dropout", "0"]
 RANKING = ["--num-classes", "4", "--init-token", "0", "--separator-token", "2", "--max-option-length", "32",
@@ -73,11 +69,7 @@ def run_fairseq(args: list[str], cwd: Path) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def fairseq_0_12_2() -> None:
-    result = subprocess.run([FAIRSEQ_PYTHON, "-c", "import fairseq; print(fairseq.__version__)"],
-                            capture_output=True, text=True, env=FAIRSEQ_ENV, timeout=120)
-    if result.returncode != 0 or result.stdout.strip() != "0.12.2":
-        pytest.skip(f"FAIRSEQ_PYTHON={FAIRSEQ_PYTHON} does not import fairseq 0.12.2: "
-                    f"{(result.stdout + result.stderr).strip()[-300:]}")
+    require_fairseq_0_12_2()
 
 
 @pytest.fixture(scope="module")
