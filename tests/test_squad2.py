@@ -165,4 +165,5 @@ def test_squad_recipe_runs_unchanged_on_cpu(squad_bin, tmp_path) -> None:
     assert len(fallback) == 1 and "--memory-efficient-fp16" in fallback[0], fallback
     assert "newly initialized classification heads: squad_answerable, squad_span" in result.stderr
     assert "layer-wise LR decay 0.75: layer 1 + heads x1, layer 0 x0.75, embeddings x0.562" in result.stderr
-    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_best.pt"]
+    saved = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["checkpoint_best.pt", "run_finished.json"]
