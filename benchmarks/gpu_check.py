@@ -58,7 +58,7 @@ from roberta.precision import Precision, PrecisionSettings, build_loss_scaler, r
 # pipeline, the HF reference, FLOPs per token) are imported.
 from gpu_check_runs import learning_section, oom_section, race_section
 from mlm_training_throughput import (BETAS, EPS, WEIGHT_DECAY, Preset, build_hf, build_ours, flops_per_token,
-                                     hf_inputs, training_batches)
+                                     reference_update, training_batches)
 from model_forward_backward import PRESETS, VOCAB
 
 SECTION_BUDGET_S = {"environment": 10, "throughput": 160, "race": 100, "oom": 100, "learning": 60, "apex": 30}
@@ -241,22 +241,14 @@ def time_hf(check: Check, preset: Preset, dtype: torch.dtype | None, groups: lis
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY,
                                   fused=True if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    batches = itertools.cycle([[hf_inputs(sample) for sample in group] for group in groups])
+    update = reference_update(model, optimizer, groups, dtype,
+                              torch.amp.GradScaler(device.type, enabled=dtype == torch.float16))
 
-    def update() -> bool:
-        group = next(batches)
-        for inputs in group:
-            inputs = {key: value.to(device, non_blocking=True) for key, value in inputs.items()}
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = model(**inputs).loss / len(group)
-            scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad()
-        return True
+    def applied() -> bool:
+        update()
+        return True  # GradScaler skips an overflowed step silently; the usual loop counts it all the same
 
-    times, _ = time_updates(check, update)
+    times, _ = time_updates(check, applied)
     return Timing(statistics.median(times), 0, peak_memory_gib(device),
                   f"AdamW(fused={optimizer.defaults.get('fused')})")
 

@@ -218,18 +218,23 @@ def our_update(trainer: Trainer, groups: list[list[dict]]) -> Callable[[], None]
 
 
 def reference_update(hf: torch.nn.Module, hf_optimizer: torch.optim.Optimizer, groups: list[list[dict]],
-                     autocast_dtype: torch.dtype | None) -> Callable[[], None]:
-    """One transformers update per call, cycling through the same `groups`."""
+                     autocast_dtype: torch.dtype | None,
+                     scaler: torch.amp.GradScaler | None = None) -> Callable[[], None]:
+    """One transformers update per call, cycling through the same `groups`: its usual loop, with
+    each micro-batch moved to the model's device, and `scaler` (fp16's GradScaler) when given."""
     hf_groups = itertools.cycle([[hf_inputs(sample) for sample in group] for group in groups])
-    device_type = next(hf.parameters()).device.type
+    device = next(hf.parameters()).device
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
 
     def reference() -> None:
         group = next(hf_groups)
         for inputs in group:
-            with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            inputs = {key: value.to(device, non_blocking=True) for key, value in inputs.items()}
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = hf(**inputs).loss
-            (loss / len(group)).backward()
-        hf_optimizer.step()
+            scaler.scale(loss / len(group)).backward()
+        scaler.step(hf_optimizer)
+        scaler.update()
         hf_optimizer.zero_grad()
     return reference
 

@@ -110,8 +110,19 @@ def _is_progress_tag(tag: str) -> bool:
 
 
 def parse_training_log(lines: Sequence[str], source: str) -> RunCurves:
-    """The curves of a `--log-format json` log. A line that a killed run cut off mid-write (it does
-    not end in `}`) is no record; a progress line `| tag | {...}` that is not JSON raises UserError."""
+    """The curves of a `--log-format json` training log (see `parse_log`); a log without training
+    records raises UserError."""
+    curves, seen_train = parse_log(lines, source)
+    if not seen_train:
+        raise UserError(f"no `| {TRAIN_TAG} |` JSON records in {source}: was the run started with "
+                        f"--log-format json (and for at least --log-interval updates)?")
+    return curves
+
+
+def parse_log(lines: Sequence[str], source: str) -> tuple[RunCurves, bool]:
+    """The curves of a `--log-format json` log of roberta-train, roberta-validate or fairseq, and
+    whether it held training records. A line that a killed run cut off mid-write (it does not end
+    in `}`) is no record; a progress line `| tag | {...}` that is not JSON raises UserError."""
     curves = RunCurves()
     seen_train = False
     for number, line in enumerate(lines, 1):
@@ -130,10 +141,7 @@ def parse_training_log(lines: Sequence[str], source: str) -> RunCurves:
             _add_train_record(curves, record, where)
         elif tag != EPOCH_TAG and f"{tag}_num_updates" in record:
             _add_valid_record(curves, tag, record, where)
-    if not seen_train:
-        raise UserError(f"no `| {TRAIN_TAG} |` JSON records in {source}: was the run started with "
-                        f"--log-format json (and for at least --log-interval updates)?")
-    return curves
+    return curves, seen_train
 
 
 def _add_train_record(curves: RunCurves, record: Mapping[str, Any], where: str) -> None:

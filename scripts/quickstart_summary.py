@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -15,24 +14,16 @@ from pathlib import Path
 from roberta.checkpoint.files import load_checkpoint, num_updates
 from roberta.cli.common import run_cli
 from roberta.errors import UserError
+from roberta.plot_data import parse_log, sorted_points
 
 
-def logged_records(log: Path, tag: str) -> list[dict]:
-    """The `| TAG | {json}` records of a `--log-format json` log."""
-    marker = f"| {tag} | "
-    if not log.is_file():
-        raise UserError(f"{log} is missing: run the whole quickstart (bash scripts/quickstart.sh)")
-    return [json.loads(line.split(marker, 1)[1]) for line in log.read_text(encoding="utf-8").splitlines()
-            if marker in line]
-
-
-def perplexities(validate_log: Path) -> dict[str, str]:
-    """Each subset's perplexity from roberta-validate's log, e.g. {'valid': '12.3'}."""
-    found = {}
-    for tag in ("valid", "test"):
-        records = logged_records(validate_log, tag)
-        if records:
-            found[tag] = records[-1][f"{tag}_ppl"]
+def perplexities(validate_log: Path) -> dict[str, float]:
+    """Each subset's perplexity from roberta-validate's log, e.g. {'valid': 12.3}."""
+    if not validate_log.is_file():
+        raise UserError(f"{validate_log} is missing: run the whole quickstart (bash scripts/quickstart.sh)")
+    curves, _ = parse_log(validate_log.read_text(encoding="utf-8").splitlines(), str(validate_log))
+    found = {subset: sorted_points(metrics["ppl"])[1][-1] for subset, metrics in curves.valid.items()
+             if metrics.get("ppl")}
     if not found:
         raise UserError(f"{validate_log} holds no validation result: did roberta-validate finish?")
     return found
@@ -68,7 +59,7 @@ def summary(out: Path) -> str:
     lines = [
         "",
         f"Done. Your model: {best} (update {update}).",
-        "Validation perplexity: " + ", ".join(f"{subset} {value}" for subset, value in ppl.items()),
+        "Validation perplexity: " + ", ".join(f"{subset} {value:.2f}" for subset, value in ppl.items()),
         "",
         "Try next:",
         "  # fill in a masked word through the hub interface (fairseq's RobertaModel API)",

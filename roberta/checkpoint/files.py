@@ -65,6 +65,14 @@ def epoch(state: dict) -> int:
     return int(((state.get("extra_state") or {}).get("train_iterator") or {}).get("epoch", 1))
 
 
+def last_finished_epoch(state: dict) -> int:
+    """The epoch the checkpoint was saved in: one before `epoch` for an end-of-epoch save, whose
+    stored data position is already (E + 1, 0)."""
+    iterator = (state.get("extra_state") or {}).get("train_iterator") or {}
+    at_epoch_end = bool(iterator) and not iterator.get("iterations_in_epoch")
+    return epoch(state) - (1 if at_epoch_end else 0)
+
+
 def plain_config(flags: Mapping[str, Any]) -> dict:
     """`flags` as nested plain values (paths as str) that load with weights_only=True; other objects
     are dropped, since storing them would make the checkpoint need arbitrary unpickling."""

@@ -20,8 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from roberta.checkpoint.files import epoch as iterator_epoch
-from roberta.checkpoint.files import num_updates
+from roberta.checkpoint.files import last_finished_epoch, num_updates
 from roberta.checkpoint.watch import CheckpointFile
 from roberta.errors import UserError
 from roberta.fileio import atomic_write
@@ -72,14 +71,16 @@ def watch_settings(argv: Sequence[str] | None) -> WatchSettings | None:
 
 
 class WatchResults:
-    """SAVE_DIR/watch/results.jsonl, appended row by row, and results.tsv, rewritten from it."""
+    """SAVE_DIR/watch/results.jsonl, appended row by row, and results.tsv, rewritten from it.
+    The rows are read once, when the watcher starts; later ones are kept as they are appended."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.jsonl = folder / "results.jsonl"
         self.tsv = folder / "results.tsv"
+        self.rows = self._read_rows()
 
-    def rows(self) -> list[dict]:
+    def _read_rows(self) -> list[dict]:
         if not self.jsonl.exists():
             return []
         rows = []
@@ -96,7 +97,7 @@ class WatchResults:
 
     def scored(self) -> set[tuple[str, int, int]]:
         """The (name, size, mtime) versions already scored."""
-        return {(row["checkpoint"], row["size"], row["mtime_ns"]) for row in self.rows()
+        return {(row["checkpoint"], row["size"], row["mtime_ns"]) for row in self.rows
                 if {"checkpoint", "size", "mtime_ns"} <= row.keys()}
 
     def append(self, rows: list[dict]) -> None:
@@ -105,24 +106,22 @@ class WatchResults:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
             handle.flush()
             os.fsync(handle.fileno())
-        everything = self.rows()
-        metrics = [key for row in everything for key in row
+        self.rows.extend(rows)
+        metrics = [key for row in self.rows for key in row
                    if key not in _LEADING_COLUMNS and key not in _TRAILING_COLUMNS]
         columns = [*_LEADING_COLUMNS, *dict.fromkeys(metrics), *_TRAILING_COLUMNS]
         with atomic_write(self.tsv, "w", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, columns, delimiter="\t", lineterminator="\n", restval="")
             writer.writeheader()
-            writer.writerows(everything)
+            writer.writerows(self.rows)
 
 
 def result_row(file: CheckpointFile, pretrained: Pretrained, subset: str, stats: dict) -> dict:
     state = pretrained.training_state or {}
     extra = state.get("extra_state") or {}
-    iterator = extra.get("train_iterator") or {}
-    # At the end of epoch E the stored data position is already (E + 1, 0).
-    finished_epoch = iterator_epoch(state) - (1 if iterator and not iterator.get("iterations_in_epoch") else 0)
     metrics = {key: value for key, value in stats.items() if key != "num_updates"}
-    return {"checkpoint": file.path.name, "subset": subset, "epoch": finished_epoch, "update": num_updates(state),
+    return {"checkpoint": file.path.name, "subset": subset, "epoch": last_finished_epoch(state),
+            "update": num_updates(state),
             "train_seconds": extra.get("previous_training_time"), **metrics,
             "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "size": file.size, "mtime_ns": file.mtime_ns}
