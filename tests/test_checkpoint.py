@@ -122,6 +122,17 @@ def simulate(manager: CheckpointManager, epochs: int, updates_per_epoch: int, me
     return written
 
 
+@pytest.mark.parametrize("iterator, epoch, finished", [
+    (None, 1, 1),  # a model without training state
+    ({"epoch": 1, "iterations_in_epoch": 7}, 1, 1),  # mid-epoch save
+    ({"epoch": 3, "iterations_in_epoch": 0}, 3, 2),  # end-of-epoch 2 save: the position is already (3, 0)
+    ({"epoch": 3}, 3, 2),  # no iterations_in_epoch: read as an epoch's end, like 0
+])
+def test_the_epoch_a_checkpoint_was_saved_in(iterator, epoch, finished):
+    state = {"extra_state": {"train_iterator": iterator}} if iterator else {}
+    assert (checkpoint.epoch(state), checkpoint.last_finished_epoch(state)) == (epoch, finished)
+
+
 def test_names_over_a_simulated_run(tmp_path):
     manager = CheckpointManager(SaveSettings(tmp_path, save_interval=2, save_interval_updates=3))
     written = simulate(manager, epochs=4, updates_per_epoch=4, metrics=[5.0, 4.0, 4.5, 4.0, 3.0, 6.0, 1.0])
