@@ -14,7 +14,7 @@ from pathlib import Path
 from roberta.checkpoint.files import load_checkpoint, num_updates
 from roberta.cli.common import run_cli
 from roberta.errors import UserError
-from roberta.plot_data import parse_log, sorted_points
+from roberta.plot_data import parse_log
 
 
 def perplexities(validate_log: Path) -> dict[str, float]:
@@ -22,8 +22,7 @@ def perplexities(validate_log: Path) -> dict[str, float]:
     if not validate_log.is_file():
         raise UserError(f"{validate_log} is missing: run the whole quickstart (bash scripts/quickstart.sh)")
     curves, _ = parse_log(validate_log.read_text(encoding="utf-8").splitlines(), str(validate_log))
-    found = {subset: sorted_points(metrics["ppl"])[1][-1] for subset, metrics in curves.valid.items()
-             if metrics.get("ppl")}
+    found = {subset: ppl[max(ppl)] for subset, metrics in curves.valid.items() if (ppl := metrics.get("ppl"))}
     if not found:
         raise UserError(f"{validate_log} holds no validation result: did roberta-validate finish?")
     return found
